@@ -1,0 +1,30 @@
+# Two commands do all set-up on a fresh machine with Python 3.11:
+#   make demo   creates .venv if missing, installs the package, runs the pipeline on the
+#               embedded synthetic dataset
+#   make test   same set-up, then the test suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test install clean bench
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/xtinyhar prepare --config configs/synthetic.yaml --out data_cache/synthetic_tokens.npz
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_prepare.py
+
+clean:
+	rm -rf $(VENV) data_cache build *.egg-info

@@ -1,0 +1,531 @@
+"""A seeded synthetic HAR dataset of physically consistent skeleton + wrist IMU trials.
+
+Why: tests, tutorials and CI need a dataset that is always there, costs no download, and
+behaves like the real thing: a model must be able to learn it from the IMU alone and from
+the skeleton alone, and both modalities must describe the *same* motion, or distillation
+from a skeleton-aware teacher into an IMU student means nothing.
+
+What: each class is a parametric motion of a 20-joint Kinect v1 skeleton (joint angles as
+smooth functions of time, pushed through a kinematic chain). The IMU is not drawn at
+random: it is computed from that motion, as a real wrist sensor would measure it.
+
+- Accelerometer: specific force ``f = a - g`` of the sensor (the right wrist), where ``a``
+  is the second time derivative of its position and ``g = (0, -9.81, 0)`` m/s^2 in the
+  y-up world. A still sensor therefore reads 1 g pointing up, a falling one reads 0. ``f``
+  is expressed in the sensor frame (which turns with the forearm) and divided by 9.81.
+- Gyroscope: angular velocity of the sensor frame ``R(t)`` (columns = sensor axes in the
+  world), from ``R^T dR/dt = [omega]_x``, i.e. in the sensor frame, in deg/s.
+
+Derivatives are taken numerically on a fine time grid (at least 200 Hz, 4x the IMU rate) over a smooth
+trajectory, then sampled at the requested IMU rate; sensor noise and bias are added after
+differentiation so they are not amplified.
+
+World frame (like Kinect's camera space): metres, y up, z = depth away from the camera
+(the subject stands 2.5-3 m away), the subject faces the camera (-z), so the subject's
+right is +x.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from xtinyhar.data.trial import Trial
+from xtinyhar.errors import ConfigError
+
+SYNTHETIC_CLASSES: tuple[str, ...] = (
+    "arm_raise", "arm_circle", "wave", "punch", "squat", "walk",
+)
+
+JOINT_NAMES: tuple[str, ...] = (
+    "head", "shoulder_center", "spine", "hip_center",
+    "left_shoulder", "left_elbow", "left_wrist", "left_hand",
+    "right_shoulder", "right_elbow", "right_wrist", "right_hand",
+    "left_hip", "left_knee", "left_ankle", "left_foot",
+    "right_hip", "right_knee", "right_ankle", "right_foot",
+)
+JOINT_INDEX: dict[str, int] = {name: i for i, name in enumerate(JOINT_NAMES)}
+
+GRAVITY_MS2 = 9.81
+GRAVITY = np.array([0.0, -GRAVITY_MS2, 0.0])   # world y is up
+SENSOR_PLACEMENT = "right_wrist"
+
+_FINE_HZ = 200.0          # grid the derivatives are taken on (error < 0.002 g vs 2 kHz)
+_PAD_S = 0.1              # extra time at both ends so np.gradient's edges are never used
+_CAMERA_HEIGHT_M = 0.8    # Kinect sits ~0.8 m above the floor: floor is at y = -0.8
+
+# Sensor axes in forearm coordinates (columns): x along the forearm toward the hand,
+# y forward when the arm hangs at rest, z = x cross y (outward, away from the body).
+_FOREARM_TO_SENSOR = np.array([[0.0, 0.0, 1.0],
+                               [-1.0, 0.0, 0.0],
+                               [0.0, -1.0, 0.0]])
+
+_ANGLE_DOFS = ("torso_pitch",
+               "r_abd", "r_flex", "r_twist", "r_elbow", "r_pron",
+               "l_abd", "l_flex", "l_twist", "l_elbow", "l_pron",
+               "r_hip", "r_knee", "l_hip", "l_knee")
+# Resting posture in degrees: arms hang slightly away from the body, elbows a bit bent.
+_REST_DEG = {"r_abd": 6.0, "l_abd": 6.0, "r_elbow": 12.0, "l_elbow": 12.0,
+             "r_flex": 3.0, "l_flex": 3.0}
+
+
+# --------------------------------------------------------------------------- physics
+
+def imu_from_trajectory(times: np.ndarray, position: np.ndarray,
+                        rotation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ideal IMU readings of a sensor moving along ``position`` with orientation ``rotation``.
+
+    times: (N,) uniformly spaced seconds; position: (N, 3) metres in the y-up world;
+    rotation: (N, 3, 3) whose columns are the sensor axes in world coordinates.
+    Returns ``(acc, gyro)``, both (N, 3) in the sensor frame: acc is the specific force
+    ``(d2p/dt2 - g) / 9.81`` in g (1 g up when still), gyro the angular velocity from
+    ``R^T dR/dt`` in deg/s. Samples near the two ends use one-sided differences and are
+    less accurate; callers pad the grid and drop them.
+    """
+    times = np.asarray(times, dtype=float)
+    dt = float(times[1] - times[0])
+    velocity = np.gradient(position, dt, axis=0, edge_order=2)
+    acceleration = np.gradient(velocity, dt, axis=0, edge_order=2)
+    specific_force = acceleration - GRAVITY                               # (N, 3) world
+    acc = np.einsum("nji,nj->ni", rotation, specific_force) / GRAVITY_MS2  # R^T f
+    rotation_rate = np.gradient(rotation, dt, axis=0, edge_order=2)
+
+    def skew(i: int, j: int) -> np.ndarray:   # entry (i, j) of R^T dR/dt
+        return np.sum(rotation[:, :, i] * rotation_rate[:, :, j], axis=1)
+
+    # R^T dR/dt is skew-symmetric up to differentiation error: average its two halves.
+    omega = 0.5 * np.stack([skew(2, 1) - skew(1, 2), skew(0, 2) - skew(2, 0),
+                            skew(1, 0) - skew(0, 1)], axis=1)
+    return acc, np.degrees(omega)
+
+
+def _rotation(axis: int, angle: np.ndarray) -> np.ndarray:
+    """Rotation matrices (..., 3, 3) about world axis 0=x, 1=y, 2=z by ``angle`` radians."""
+    angle = np.asarray(angle, dtype=float)
+    c, s = np.cos(angle), np.sin(angle)
+    i, j = ((1, 2), (2, 0), (0, 1))[axis]
+    out = np.zeros(angle.shape + (3, 3))
+    out[..., axis, axis] = 1.0
+    out[..., i, i] = c
+    out[..., j, j] = c
+    out[..., i, j] = -s
+    out[..., j, i] = s
+    return out
+
+
+# --------------------------------------------------------------------------- bodies
+
+@dataclass(frozen=True)
+class Body:
+    """Segment lengths and joint offsets of one subject, in metres (a 1.7 m adult at 1.0)."""
+
+    hip_height: float        # hip_center above the floor when standing
+    spine: float             # hip_center -> spine
+    shoulder_center: float   # hip_center -> shoulder_center
+    head: float              # hip_center -> head
+    shoulder_height: float   # hip_center -> left/right shoulder (vertical)
+    shoulder_half_width: float
+    hip_half_width: float
+    hip_drop: float          # hip_center -> left/right hip (vertical, downward)
+    upper_arm: float
+    forearm: float
+    hand: float
+    thigh: float
+    shank: float
+    foot_forward: float
+    foot_drop: float
+
+
+@dataclass(frozen=True)
+class SubjectStyle:
+    """How one subject moves and wears the sensor; drawn once per subject."""
+
+    body: Body
+    tempo: float            # multiplies every class's base frequency
+    amplitude: float        # multiplies every class's range of motion
+    noise: float            # multiplies the sensor and skeleton noise levels
+    acc_bias_g: np.ndarray  # (3,) accelerometer offset
+    gyro_bias_dps: np.ndarray  # (3,) gyroscope offset
+    mount: np.ndarray       # (3, 3) how the band sits on this subject's wrist
+
+
+def _draw_body(rng: np.random.Generator) -> Body:
+    """A 1.7 m body scaled by U(0.9, 1.1), each segment jittered by about +-4%."""
+    scale = rng.uniform(0.9, 1.1)
+
+    def seg(length: float) -> float:
+        return float(length * scale * rng.normal(1.0, 0.04))
+
+    thigh, shank, foot_drop = seg(0.43), seg(0.43), seg(0.08)
+    return Body(hip_height=thigh + shank + foot_drop + 0.05 * scale,
+                spine=seg(0.18), shoulder_center=seg(0.45), head=seg(0.62),
+                shoulder_height=seg(0.42), shoulder_half_width=seg(0.19),
+                hip_half_width=seg(0.09), hip_drop=0.05 * scale,
+                upper_arm=seg(0.29), forearm=seg(0.26), hand=seg(0.08),
+                thigh=thigh, shank=shank, foot_forward=seg(0.12), foot_drop=foot_drop * 0.6)
+
+
+def _draw_subject(rng: np.random.Generator) -> SubjectStyle:
+    """Body, tempo, amplitude, noise, sensor bias and sensor mounting of one subject."""
+    body = _draw_body(rng)
+    mount_deg = rng.normal(0.0, 6.0, size=3)
+    mount = (_rotation(2, np.radians(mount_deg[0])) @ _rotation(1, np.radians(mount_deg[1]))
+             @ _rotation(0, np.radians(mount_deg[2])))
+    return SubjectStyle(body=body, tempo=rng.uniform(0.8, 1.25),
+                        amplitude=float(np.clip(rng.normal(1.0, 0.12), 0.75, 1.3)),
+                        noise=rng.uniform(0.6, 1.4),
+                        acc_bias_g=rng.normal(0.0, 0.01, size=3),
+                        gyro_bias_dps=rng.normal(0.0, 0.5, size=3), mount=mount)
+
+
+# --------------------------------------------------------------------------- classes
+# Each class maps (t seconds, f Hz, phase rad, amp, duration) to joint angles in degrees
+# (keys of _ANGLE_DOFS; missing keys keep the rest posture) and optionally "root", a
+# (N, 3) hip_center displacement in metres in the body frame (x right, y up, z back).
+# Arm convention (right arm; the left is its mirror): abd raises the arm sideways,
+# flex raises it forward, twist turns it about its own axis, elbow bends the forearm
+# forward, pron turns the forearm about its own axis.
+
+Motion = dict[str, np.ndarray]
+
+
+def _raised_cosine(u: np.ndarray) -> np.ndarray:
+    """0 -> 1 -> 0 once per cycle of ``u`` (radians), smooth everywhere."""
+    return 0.5 * (1.0 - np.cos(u))
+
+
+def _arm_raise(t, f, phase, amp, duration) -> Motion:
+    """Straight right arm raised sideways to above the shoulder and lowered, ~0.35 Hz."""
+    u = 2 * np.pi * f * t + phase
+    return {"r_abd": 10.0 + min(140.0 * amp, 160.0) * _raised_cosine(u),
+            "r_flex": 8.0 + 0 * u, "r_elbow": 8.0 + 0 * u}
+
+
+def _arm_circle(t, f, phase, amp, duration) -> Motion:
+    """Straight right arm held out to the side, its hand drawing circles, ~0.7 Hz."""
+    u = 2 * np.pi * f * t + phase
+    radius = 30.0 * amp
+    return {"r_abd": 85.0 + radius * np.cos(u), "r_flex": 10.0 + radius * np.sin(u),
+            "r_elbow": 6.0 + 0 * u}
+
+
+def _wave(t, f, phase, amp, duration) -> Motion:
+    """Upper arm out to the side, forearm up, swung side to side about the upper arm, ~1.5 Hz."""
+    u = 2 * np.pi * f * t + phase
+    return {"r_abd": 85.0 + 0 * u, "r_flex": 10.0 + 0 * u,
+            "r_twist": -90.0 + 25.0 * amp * np.sin(u),
+            "r_elbow": 95.0 + 8.0 * np.sin(u + 0.5)}
+
+
+def _punch(t, f, phase, amp, duration) -> Motion:
+    """Boxing guard, right fist thrown straight forward and pulled back, ~0.9 Hz."""
+    u = 2 * np.pi * f * t + phase
+    strike = _raised_cosine(u) ** 2          # quick out and back, a pause in guard
+    reach = min(amp, 1.05)
+    return {"r_abd": 15.0 + 0 * u, "r_flex": 35.0 + 50.0 * reach * strike,
+            "r_elbow": 115.0 - 105.0 * reach * strike, "r_pron": -60.0 * strike,
+            "l_abd": 15.0 + 0 * u, "l_flex": 35.0 + 0 * u, "l_elbow": 115.0 + 0 * u}
+
+
+def _squat(t, f, phase, amp, duration) -> Motion:
+    """Squat with both arms held forward; the torso leans, the arms stay level, ~0.35 Hz.
+
+    Knees bend twice as much as hips so the shanks tilt forward; the root is moved so the
+    ankles stay on the floor. The forearm barely rotates: the wrist IMU sees mostly the
+    up-down acceleration, and little angular rate.
+    """
+    u = 2 * np.pi * f * t + phase
+    hip = min(75.0 * amp, 95.0) * _raised_cosine(u)
+    lean = 0.35 * hip
+    arm = {"abd": 5.0 + 0 * u, "flex": 90.0 - lean, "elbow": 6.0 + 0 * u}
+    motion = {"torso_pitch": lean, "r_hip": hip, "l_hip": hip, "r_knee": 2 * hip,
+              "l_knee": 2 * hip}
+    motion.update({f"{side}_{k}": v for side in "rl" for k, v in arm.items()})
+    return motion
+
+
+def _walk(t, f, phase, amp, duration) -> Motion:
+    """Walking slowly toward the camera: legs swing, arms swing opposite, body bobs.
+
+    ``f`` is the stride frequency (one left and one right step per cycle), ~0.9 Hz.
+    """
+    u = 2 * np.pi * f * t + phase
+    swing = 22.0 * amp * np.sin(u)
+    arm_swing = 18.0 * amp * np.sin(u)
+    knee_r = 5.0 + 40.0 * amp * _raised_cosine(u + np.pi) ** 2
+    knee_l = 5.0 + 40.0 * amp * _raised_cosine(u) ** 2
+    speed = 0.3 * f / 0.9   # m/s, toward the camera (-z), centred on the start spot
+    root = np.stack([0.015 * np.sin(u), 0.02 * np.cos(2 * u) - 0.02,
+                     -speed * (t - duration / 2)], axis=1)
+    return {"r_hip": swing, "l_hip": -swing, "r_knee": knee_r, "l_knee": knee_l,
+            "r_flex": -arm_swing, "l_flex": arm_swing,
+            "r_elbow": 20.0 + 10.0 * _raised_cosine(u), "l_elbow": 20.0 + 10.0 * _raised_cosine(u + np.pi),
+            "r_abd": 8.0 + 0 * u, "l_abd": 8.0 + 0 * u, "root": root}
+
+
+_CLASS_MOTIONS: dict[str, tuple[Callable[..., Motion], float, bool]] = {
+    # name: (motion function, base frequency in Hz, feet stay planted)
+    "arm_raise": (_arm_raise, 0.35, False),
+    "arm_circle": (_arm_circle, 0.7, False),
+    "wave": (_wave, 1.5, False),
+    "punch": (_punch, 0.9, False),
+    "squat": (_squat, 0.35, True),
+    "walk": (_walk, 0.9, False),
+}
+
+
+# --------------------------------------------------------------------------- kinematics
+
+_DOWN = np.array([0.0, -1.0, 0.0])
+_UP = np.array([0.0, 1.0, 0.0])
+
+
+def _trunk(motion: Motion, body: Body) -> tuple[np.ndarray, np.ndarray]:
+    """hip_center (N, 3) in the body frame and the torso rotation (N, 3, 3).
+
+    Body frame: x right, y up, z back (the subject faces -z), floor at y = 0.
+    ``torso_pitch`` leans the upper body forward about the hips.
+    """
+    hip_center = np.array([0.0, body.hip_height, 0.0]) + motion["root"]
+    return hip_center, _rotation(0, -motion["torso_pitch"])
+
+
+def _shoulder(hip_center: np.ndarray, torso: np.ndarray, body: Body, side: str) -> np.ndarray:
+    """Shoulder position (N, 3) of ``side`` ("r" or "l"), carried by the torso."""
+    mirror = 1.0 if side == "r" else -1.0
+    offset = np.array([mirror * body.shoulder_half_width, body.shoulder_height, 0.0])
+    return hip_center + torso @ offset
+
+
+def _arm(shoulder: np.ndarray, torso: np.ndarray, body: Body, motion: Motion,
+         side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Elbow, wrist, hand positions (N, 3) and forearm rotation (N, 3, 3) of one arm.
+
+    The arm hangs along -y at rest. Shoulder rotation ``Rz(abd) Rx(flex) Ry(twist)``, elbow
+    ``Rx(elbow)``, forearm roll ``Ry(pron)``; the left arm mirrors the right (x -> -x flips
+    the sign of the z and y rotations).
+    """
+    mirror = 1.0 if side == "r" else -1.0
+    shoulder_rot = torso @ (_rotation(2, mirror * motion[f"{side}_abd"])
+                            @ _rotation(0, motion[f"{side}_flex"])
+                            @ _rotation(1, mirror * motion[f"{side}_twist"]))
+    forearm_rot = shoulder_rot @ (_rotation(0, motion[f"{side}_elbow"])
+                                  @ _rotation(1, mirror * motion[f"{side}_pron"]))
+    elbow = shoulder + body.upper_arm * (shoulder_rot @ _DOWN)
+    forearm_dir = forearm_rot @ _DOWN
+    wrist = elbow + body.forearm * forearm_dir
+    hand = wrist + body.hand * forearm_dir
+    return elbow, wrist, hand, forearm_rot
+
+
+def _leg_offsets(body: Body, hip_angle: np.ndarray,
+                 knee_angle: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Knee and ankle (N, 3) relative to the hip: thigh swung forward, shank bent back."""
+    zero = np.zeros_like(hip_angle)
+    shank_angle = hip_angle - knee_angle
+    knee = body.thigh * np.stack([zero, -np.cos(hip_angle), -np.sin(hip_angle)], axis=1)
+    ankle = knee + body.shank * np.stack([zero, -np.cos(shank_angle), -np.sin(shank_angle)],
+                                         axis=1)
+    return knee, ankle
+
+
+def _to_camera(points: np.ndarray, yaw: float, origin: np.ndarray) -> np.ndarray:
+    """Body-frame points (..., 3) turned by ``yaw`` about the vertical, moved to ``origin``."""
+    turn = _rotation(1, np.float64(yaw))
+    flat = points.reshape(-1, 3) @ turn.T + origin
+    return flat.reshape(points.shape)
+
+
+def _sensor_track(motion: Motion, body: Body, yaw: float, origin: np.ndarray,
+                  mount: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Right-wrist position (N, 3) and sensor axes (N, 3, 3), both in the camera frame.
+
+    Only the chain that carries the sensor (root, torso, right arm) is evaluated: this runs
+    on the fine grid, where the whole skeleton would be wasted work.
+    """
+    hip_center, torso = _trunk(motion, body)
+    shoulder = _shoulder(hip_center, torso, body, "r")
+    _, wrist, _, forearm_rot = _arm(shoulder, torso, body, motion, "r")
+    turn = _rotation(1, np.float64(yaw))
+    return _to_camera(wrist, yaw, origin), turn @ forearm_rot @ (_FOREARM_TO_SENSOR @ mount)
+
+
+def _skeleton(motion: Motion, body: Body, yaw: float, origin: np.ndarray) -> np.ndarray:
+    """All 20 joint positions (N, 20, 3) in metres in the camera frame (order JOINT_NAMES)."""
+    hip_center, torso = _trunk(motion, body)
+    joints = np.empty((hip_center.shape[0], len(JOINT_NAMES), 3))
+    J = JOINT_INDEX
+    joints[:, J["hip_center"]] = hip_center
+    joints[:, J["spine"]] = hip_center + body.spine * (torso @ _UP)
+    joints[:, J["shoulder_center"]] = hip_center + body.shoulder_center * (torso @ _UP)
+    joints[:, J["head"]] = hip_center + body.head * (torso @ _UP)
+    for side, name in (("r", "right"), ("l", "left")):
+        shoulder = _shoulder(hip_center, torso, body, side)
+        elbow, wrist, hand, _ = _arm(shoulder, torso, body, motion, side)
+        joints[:, J[f"{name}_shoulder"]] = shoulder
+        joints[:, J[f"{name}_elbow"]] = elbow
+        joints[:, J[f"{name}_wrist"]] = wrist
+        joints[:, J[f"{name}_hand"]] = hand
+        mirror = 1.0 if side == "r" else -1.0
+        hip = hip_center + np.array([mirror * body.hip_half_width, -body.hip_drop, 0.0])
+        knee, ankle = _leg_offsets(body, motion[f"{side}_hip"], motion[f"{side}_knee"])
+        joints[:, J[f"{name}_hip"]] = hip
+        joints[:, J[f"{name}_knee"]] = hip + knee
+        joints[:, J[f"{name}_ankle"]] = hip + ankle
+        joints[:, J[f"{name}_foot"]] = hip + ankle + np.array(
+            [0.0, -body.foot_drop, -body.foot_forward])
+    return _to_camera(joints, yaw, origin)
+
+
+# --------------------------------------------------------------------------- trials
+
+@dataclass(frozen=True)
+class _TrialStyle:
+    """Per-trial draws: duration, tempo, amplitude, phase, placement, sway."""
+
+    duration: float
+    frequency: float
+    amplitude: float
+    phase: float
+    yaw: float
+    origin: np.ndarray
+    sway_amp: np.ndarray    # (dofs, 3) degrees
+    sway_freq: np.ndarray   # (dofs, 3) Hz
+    sway_phase: np.ndarray  # (dofs, 3) radians
+
+
+def _draw_trial(rng: np.random.Generator, person: SubjectStyle, base_hz: float,
+                seconds: float) -> _TrialStyle:
+    """Small trial-to-trial changes on top of the subject's style."""
+    shape = (len(_ANGLE_DOFS), 3)
+    return _TrialStyle(
+        duration=seconds * rng.uniform(0.8, 1.2),
+        frequency=base_hz * person.tempo * rng.normal(1.0, 0.05),
+        amplitude=person.amplitude * rng.normal(1.0, 0.07),
+        phase=rng.uniform(0.0, 2 * np.pi),
+        yaw=np.radians(rng.uniform(-15.0, 15.0)),
+        origin=np.array([rng.uniform(-0.25, 0.25), -_CAMERA_HEIGHT_M, rng.uniform(2.5, 3.0)]),
+        sway_amp=rng.normal(0.0, 2.5, size=shape),
+        sway_freq=rng.uniform(0.1, 0.7, size=shape),
+        sway_phase=rng.uniform(0.0, 2 * np.pi, size=shape),
+    )
+
+
+_SENSOR_DOFS = ("torso_pitch", "r_abd", "r_flex", "r_twist", "r_elbow", "r_pron",
+                "r_hip", "r_knee", "l_hip", "l_knee")   # legs: a squat's root follows them
+
+
+def _motion(class_name: str, times: np.ndarray, style: _TrialStyle, body: Body,
+            dofs: tuple[str, ...] = _ANGLE_DOFS) -> Motion:
+    """Angles (radians) of ``dofs`` and the root (metres) at ``times``.
+
+    Class motion on top of the rest posture, plus a slow, small, smooth sway of every joint
+    (people never hold a pose exactly). For classes that keep their feet planted, the root
+    is lowered and shifted so the ankles stay where they stand at rest.
+    """
+    function, _, feet_planted = _CLASS_MOTIONS[class_name]
+    degrees = function(times, style.frequency, style.phase, style.amplitude, style.duration)
+    motion: Motion = {}
+    for dof in dofs:
+        d = _ANGLE_DOFS.index(dof)
+        sway = np.sin(2 * np.pi * style.sway_freq[d] * times[:, None]
+                      + style.sway_phase[d]) @ style.sway_amp[d]
+        motion[dof] = np.radians(degrees.get(dof, _REST_DEG.get(dof, 0.0)) + sway)
+    root = degrees.get("root", np.zeros((times.size, 3)))
+    if feet_planted:
+        _, ankle_r = _leg_offsets(body, motion["r_hip"], motion["r_knee"])
+        _, ankle_l = _leg_offsets(body, motion["l_hip"], motion["l_knee"])
+        rest = np.array([0.0, -(body.thigh + body.shank), 0.0])
+        root = root + rest - 0.5 * (ankle_r + ankle_l)
+    motion["root"] = root
+    return motion
+
+
+def _sample(values: np.ndarray, start: float, rate: float, times: np.ndarray) -> np.ndarray:
+    """Linear interpolation of ``values`` (N, ...) sampled at ``start + i / rate`` at ``times``."""
+    position = (times - start) * rate
+    left = np.clip(np.floor(position).astype(int), 0, values.shape[0] - 2)
+    weight = (position - left).reshape((-1,) + (1,) * (values.ndim - 1))
+    return (1.0 - weight) * values[left] + weight * values[left + 1]
+
+
+def _make_trial(class_name: str, label: int, subject: int, trial_number: int,
+                person: SubjectStyle, rng: np.random.Generator, seconds: float,
+                imu_hz: float, skeleton_hz: float) -> Trial:
+    """One trial: sensor path on a fine grid -> ideal IMU -> sampled + noise; skeleton + noise."""
+    style = _draw_trial(rng, person, _CLASS_MOTIONS[class_name][1], seconds)
+    body = person.body
+    fine_hz = max(_FINE_HZ, 4.0 * imu_hz)
+    n_fine = int(np.ceil((style.duration + 2 * _PAD_S) * fine_hz)) + 1
+    fine_times = -_PAD_S + np.arange(n_fine) / fine_hz
+    motion = _motion(class_name, fine_times, style, body, _SENSOR_DOFS)
+    wrist, sensor_axes = _sensor_track(motion, body, style.yaw, style.origin, person.mount)
+    acc, gyro = imu_from_trajectory(fine_times, wrist, sensor_axes)
+
+    imu_times = np.arange(max(int(style.duration * imu_hz), 2)) / imu_hz
+    imu = _sample(np.concatenate([acc, gyro], axis=1), -_PAD_S, fine_hz, imu_times)
+    imu[:, :3] += person.acc_bias_g + rng.normal(0.0, 0.015 * person.noise, (imu_times.size, 3))
+    imu[:, 3:] += person.gyro_bias_dps + rng.normal(0.0, 1.5 * person.noise,
+                                                    (imu_times.size, 3))
+
+    skeleton_times = np.arange(max(int(style.duration * skeleton_hz), 2)) / skeleton_hz
+    skeleton = _skeleton(_motion(class_name, skeleton_times, style, body), body,
+                         style.yaw, style.origin)
+    skeleton += rng.normal(0.0, 0.005 * person.noise, skeleton.shape)
+
+    return Trial(imu=imu.astype(np.float32), imu_hz=float(imu_hz),
+                 skeleton=skeleton.astype(np.float32), skeleton_hz=float(skeleton_hz),
+                 label=label, subject=subject,
+                 trial_id=f"c{label + 1}_s{subject}_t{trial_number}",
+                 dataset="synthetic", placement=SENSOR_PLACEMENT)
+
+
+def _check_arguments(subjects: int, trials_per_class: int, seconds: float, imu_hz: float,
+                     skeleton_hz: float, seed: int) -> None:
+    """Raise ConfigError, naming the argument, for values that cannot make a dataset."""
+    for name, value in (("subjects", subjects), ("trials_per_class", trials_per_class),
+                        ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ConfigError(f"synthetic: {name} must be an integer, got {value!r}")
+    if subjects < 1 or trials_per_class < 1:
+        raise ConfigError(f"synthetic: subjects ({subjects}) and trials_per_class "
+                          f"({trials_per_class}) must be at least 1")
+    if seed < 0:
+        raise ConfigError(f"synthetic: seed must be >= 0, got {seed}")
+    for name, value in (("seconds", seconds), ("imu_hz", imu_hz), ("skeleton_hz", skeleton_hz)):
+        if not np.isfinite(value) or value <= 0:
+            raise ConfigError(f"synthetic: {name} must be a positive number, got {value!r}")
+    if seconds * 0.8 * min(imu_hz, skeleton_hz) < 2:
+        raise ConfigError(f"synthetic: seconds={seconds} is too short for 2 samples at "
+                          f"{min(imu_hz, skeleton_hz)} Hz; use a longer trial")
+
+
+def generate_synthetic(subjects: int = 8, trials_per_class: int = 4, seconds: float = 4.0,
+                       imu_hz: float = 50.0, skeleton_hz: float = 30.0, seed: int = 0
+                       ) -> tuple[list[Trial], list[str]]:
+    """Make a synthetic dataset: ``subjects x len(SYNTHETIC_CLASSES) x trials_per_class`` trials.
+
+    Each trial lasts ``seconds * U(0.8, 1.2)``; its IMU (T, 6) = acc x, y, z in g then gyro
+    x, y, z in deg/s from a sensor on the right wrist at ``imu_hz``; its skeleton
+    (F, 20, 3) in metres at ``skeleton_hz`` (joint order ``JOINT_NAMES``). Subjects differ
+    in body size, tempo, range of motion, noise level, sensor bias and how the sensor sits;
+    trials differ in duration, tempo, amplitude, phase, position and sway.
+
+    Every trial draws from its own generator seeded by (seed, subject, class, trial), so
+    the result is bit-for-bit reproducible, and subject 3 is the same whether you ask for
+    8 subjects or 10. Returns the trials (subject, then class, then trial order) and the
+    class names that ``Trial.label`` indexes.
+    """
+    _check_arguments(subjects, trials_per_class, seconds, imu_hz, skeleton_hz, seed)
+    class_names = list(SYNTHETIC_CLASSES)
+    trials: list[Trial] = []
+    for subject in range(1, subjects + 1):
+        person = _draw_subject(np.random.default_rng([seed, subject]))
+        for label, class_name in enumerate(class_names):
+            for number in range(1, trials_per_class + 1):
+                rng = np.random.default_rng([seed, subject, label + 1, number])
+                trials.append(_make_trial(class_name, label, subject, number, person, rng,
+                                          seconds, imu_hz, skeleton_hz))
+    return trials, class_names

@@ -1,0 +1,80 @@
+"""Training-time augmentation of IMU windows in physical units (never on test windows).
+
+Channels are acc x,y,z then gyro x,y,z. A rotation is applied to both triples with the same
+matrix, as a slightly re-mounted sensor would see it; scaling uses one factor per sensor so
+vectors keep their direction. Every function takes a NumPy ``Generator`` so a seed fixes it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xtinyhar.config import AugmentConfig
+from xtinyhar.preprocess.resample import interpolate
+
+ACC, GYRO = slice(0, 3), slice(3, 6)
+
+
+def jitter(windows: np.ndarray, sigma: float, channel_std: np.ndarray,
+           rng: np.random.Generator) -> np.ndarray:
+    """Add Gaussian noise of ``sigma`` times each channel's std (from training stats)."""
+    return windows + rng.normal(size=windows.shape) * sigma * channel_std
+
+
+def scale(windows: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
+    """Multiply acc and gyro of each window by their own factor in [1-amount, 1+amount]."""
+    out = windows.copy()
+    factors = rng.uniform(1 - amount, 1 + amount, size=(len(windows), 2))
+    out[:, :, ACC] *= factors[:, None, 0:1]
+    out[:, :, GYRO] *= factors[:, None, 1:2]
+    return out
+
+
+def rotation_matrices(n: int, max_deg: float, rng: np.random.Generator) -> np.ndarray:
+    """(n, 3, 3) rotations about random axes by angles uniform in [-max_deg, max_deg]."""
+    axis = rng.normal(size=(n, 3))
+    axis /= np.linalg.norm(axis, axis=1, keepdims=True)
+    angle = np.deg2rad(rng.uniform(-max_deg, max_deg, size=n))
+    x, y, z = axis.T
+    skew = np.zeros((n, 3, 3))
+    skew[:, 0, 1], skew[:, 0, 2], skew[:, 1, 2] = -z, y, -x
+    skew[:, 1, 0], skew[:, 2, 0], skew[:, 2, 1] = z, -y, x
+    sin, cos = np.sin(angle)[:, None, None], np.cos(angle)[:, None, None]
+    return np.eye(3) + sin * skew + (1 - cos) * skew @ skew  # Rodrigues' formula
+
+
+def rotate(windows: np.ndarray, max_deg: float, rng: np.random.Generator) -> np.ndarray:
+    """Rotate acc and gyro of each window by the same small random 3-D rotation."""
+    rot = rotation_matrices(len(windows), max_deg, rng)       # (N, 3, 3)
+    out = windows.copy()
+    out[:, :, ACC] = np.einsum("nij,ntj->nti", rot, windows[:, :, ACC])
+    out[:, :, GYRO] = np.einsum("nij,ntj->nti", rot, windows[:, :, GYRO])
+    return out
+
+
+def time_warp(windows: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Play each window at a smoothly varying speed (1 +- strength), same start and end."""
+    n, w, _ = windows.shape
+    t = np.linspace(0.0, 1.0, w)
+    out = np.empty_like(windows)
+    for i in range(n):
+        freq = rng.uniform(0.5, 2.0)
+        speed = 1.0 + strength * np.sin(2 * np.pi * (freq * t + rng.uniform()))  # > 0
+        clock = np.concatenate([[0.0], np.cumsum(speed[1:] + speed[:-1]) / 2])
+        out[i] = interpolate(windows[i], clock / clock[-1] * (w - 1))
+    return out
+
+
+def augment(windows: np.ndarray, cfg: AugmentConfig, channel_std: np.ndarray,
+            rng: np.random.Generator) -> np.ndarray:
+    """Apply the transforms that ``cfg`` turns on, in the order warp, rotate, scale, jitter."""
+    out = windows.astype(np.float64)
+    if cfg.time_warp > 0:
+        out = time_warp(out, cfg.time_warp, rng)
+    if cfg.rotation_deg > 0:
+        out = rotate(out, cfg.rotation_deg, rng)
+    if cfg.scale > 0:
+        out = scale(out, cfg.scale, rng)
+    if cfg.jitter > 0:
+        out = jitter(out, cfg.jitter, channel_std, rng)
+    return out.astype(np.float32)

@@ -1,0 +1,187 @@
+"""The token cache: every trial resampled, aligned, windowed and dynamically patched.
+
+``build_token_cache`` turns trials into windows (physical units: normalisation and
+augmentation are fitted and applied per training fold later, never here, so the cache
+cannot leak test statistics) plus the dynamic-patching result of each window. The cache is
+one ``.npz`` written atomically (temp file, then rename) that records the hash of the
+config it was built from; ``load_token_cache`` refuses a cache built from another config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from xtinyhar import __version__
+from xtinyhar.config import Config, cache_hash
+from xtinyhar.data.trial import Trial
+from xtinyhar.errors import DataError, StaleCacheError
+from xtinyhar.preprocess.patching import (fixed_patch_lengths, gather_tokens, max_tokens,
+                                          motion_energy, patch_lengths, token_positions)
+from xtinyhar.preprocess.resample import resample_trial
+from xtinyhar.preprocess.windows import make_windows
+
+
+@dataclass
+class TokenCache:
+    """Windows of a whole dataset and their tokens; see DESIGN.md "Records and shapes".
+
+    Per window (N): imu (N, W, C) and skeleton (N, W_s, J, 3) in physical units, label,
+    subject, trial_index, start, n_valid, energy, patch_len, tokens (N, n_max, p_default, C),
+    token_mask (N, n_max), token_centre and token_width (N, n_max) in samples.
+    Per trial: trial_id, trial_label, trial_subject, trial_placement. ``meta`` holds the
+    config hash, dataset, rates, window and class names.
+    """
+    imu: np.ndarray
+    skeleton: np.ndarray | None
+    label: np.ndarray
+    subject: np.ndarray
+    trial_index: np.ndarray
+    start: np.ndarray
+    n_valid: np.ndarray
+    energy: np.ndarray
+    patch_len: np.ndarray
+    tokens: np.ndarray
+    token_mask: np.ndarray
+    token_centre: np.ndarray
+    token_width: np.ndarray
+    trial_id: np.ndarray
+    trial_label: np.ndarray
+    trial_subject: np.ndarray
+    trial_placement: np.ndarray
+    meta: dict
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.meta["class_names"])
+
+    def __len__(self) -> int:
+        return len(self.imu)
+
+
+def build_token_cache(cfg: Config, trials: list[Trial], class_names: list[str]) -> TokenCache:
+    """Resample + align each trial, cut windows, measure motion energy, patch."""
+    pre, dp = cfg.preproc, cfg.preproc.dynamic_patch
+    with_skeleton = all(t.skeleton is not None for t in trials)
+    imus, skeletons = [], []
+    for trial in trials:
+        if trial.imu.shape[1] != cfg.data.imu_channels:
+            raise DataError(f"{trial.trial_id}: IMU has {trial.imu.shape[1]} channels, "
+                            f"config data.imu_channels is {cfg.data.imu_channels}")
+        imu, skel = resample_trial(trial.imu, trial.imu_hz,
+                                   trial.skeleton if with_skeleton else None,
+                                   resample_hz=pre.resample_hz, skeleton_hz=pre.skeleton_hz,
+                                   lowpass_hz=pre.lowpass_hz)
+        imus.append(imu)
+        skeletons.append(skel)
+    windows = make_windows(imus, skeletons if with_skeleton else None,
+                           [t.label for t in trials], [t.subject for t in trials],
+                           window=cfg.data.window, stride=cfg.data.stride,
+                           skeleton_ratio=pre.skeleton_hz / pre.resample_hz)
+    energy = motion_energy(windows.imu, pre.resample_hz)
+    if dp.enabled:
+        lengths = patch_lengths(energy, p_min=dp.p_min, p_max=dp.p_max,
+                                tau_low=dp.tau_low, tau_high=dp.tau_high)
+        n_max = max_tokens(cfg.data.window, dp.p_min)
+    else:
+        lengths = fixed_patch_lengths(len(windows), cfg.model.student.p_default)
+        n_max = max_tokens(cfg.data.window, cfg.model.student.p_default)
+    grid = token_positions(lengths, window=cfg.data.window, n_max=n_max,
+                           p_default=cfg.model.student.p_default)
+    tokens = gather_tokens(windows.imu, grid.positions, grid.mask)
+    meta = {
+        "config_hash": cache_hash(cfg), "dataset": cfg.data.dataset, "version": __version__,
+        "imu_hz": pre.resample_hz, "skeleton_hz": pre.skeleton_hz if with_skeleton else None,
+        "window": cfg.data.window, "stride": cfg.data.stride, "class_names": list(class_names),
+        "channels": ["acc_x_g", "acc_y_g", "acc_z_g", "gyro_x_dps", "gyro_y_dps", "gyro_z_dps"],
+    }
+    return TokenCache(
+        imu=windows.imu, skeleton=windows.skeleton, label=windows.label,
+        subject=windows.subject, trial_index=windows.trial_index, start=windows.start,
+        n_valid=windows.n_valid, energy=energy, patch_len=lengths, tokens=tokens,
+        token_mask=grid.mask, token_centre=grid.centre, token_width=grid.width,
+        trial_id=np.array([t.trial_id for t in trials]),
+        trial_label=np.array([t.label for t in trials], dtype=np.int64),
+        trial_subject=np.array([t.subject for t in trials], dtype=np.int64),
+        trial_placement=np.array([t.placement for t in trials]),
+        meta=meta)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(file_object)`` on a temp file beside ``path``, then rename over it.
+
+    A crash or Ctrl-C leaves any earlier file at ``path`` untouched and no partial file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_token_cache(path: str | Path, cache: TokenCache) -> None:
+    """Write the cache as an uncompressed .npz (no pickled objects), atomically."""
+    arrays = {f.name: getattr(cache, f.name) for f in fields(cache)
+              if f.name != "meta" and getattr(cache, f.name) is not None}
+    arrays["meta"] = np.array(json.dumps(cache.meta))
+    atomic_write(Path(path), lambda handle: np.savez(handle, **arrays))
+
+
+def load_token_cache(path: str | Path, cfg: Config | None = None) -> TokenCache:
+    """Read a cache; with ``cfg``, refuse one built from a different config."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: token cache not found; build it with `xtinyhar prepare`")
+    try:
+        with np.load(path, allow_pickle=False) as content:
+            arrays = {name: content[name] for name in content.files}
+        meta = json.loads(str(arrays.pop("meta")))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not a readable token cache ({exc})") from None
+    expected = {f.name for f in fields(TokenCache)} - {"meta", "skeleton"}
+    missing = expected - set(arrays)
+    if missing:
+        raise DataError(f"{path}: token cache lacks {', '.join(sorted(missing))}; rebuild it "
+                        "with `xtinyhar prepare`")
+    if cfg is not None and meta.get("config_hash") != cache_hash(cfg):
+        raise StaleCacheError(
+            f"{path}: stale token cache: built from a config with hash {meta.get('config_hash')}, "
+            f"but {cfg.source} hashes to {cache_hash(cfg)}; rerun `xtinyhar prepare`")
+    return TokenCache(skeleton=arrays.pop("skeleton", None), meta=meta, **arrays)
+
+
+def summarize(cache: TokenCache) -> str:
+    """A human-readable summary: trials, windows, classes, subjects, patch lengths."""
+    lengths, counts = np.unique(cache.patch_len, return_counts=True)
+    width = max(counts)
+    hist = "\n".join(f"  p={int(p):3d} {int(c):6d} {'#' * max(1, round(40 * c / width))}"
+                     for p, c in zip(lengths, counts))
+    per_class = np.bincount(cache.trial_label, minlength=len(cache.class_names))
+    skel = "none" if cache.skeleton is None else f"{cache.skeleton.shape[1:]} at {cache.meta['skeleton_hz']} Hz"
+    return "\n".join([
+        f"dataset     {cache.meta['dataset']} (config hash {cache.meta['config_hash']})",
+        f"trials      {len(cache.trial_id)}",
+        f"windows     {len(cache)} of {cache.imu.shape[1]} samples at {cache.meta['imu_hz']} Hz, "
+        f"stride {cache.meta['stride']}; {int((cache.n_valid < cache.imu.shape[1]).sum())} padded",
+        f"skeleton    {skel}",
+        f"classes     {len(cache.class_names)} (trials per class {per_class.min()}..{per_class.max()})",
+        f"subjects    {len(np.unique(cache.trial_subject))}: "
+        f"{', '.join(str(s) for s in np.unique(cache.trial_subject))}",
+        f"tokens      {cache.tokens.shape[1]} slots x {cache.tokens.shape[2]} points; "
+        f"energy (g/20 ms) median {np.median(cache.energy):.3f}",
+        "patch-length histogram:",
+        hist,
+    ])

@@ -1,0 +1,87 @@
+from pathlib import Path
+
+import pytest
+
+from xtinyhar.config import Config, cache_hash, config_from_dict, load_config
+from xtinyhar.errors import ConfigError
+
+from conftest import CONFIGS, REPO
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_utd_config_keeps_the_seed_values():
+    cfg = load_config(CONFIGS / "utd_mhad.yaml")
+    assert (cfg.data.imu_sr, cfg.data.window, cfg.data.stride, cfg.data.imu_channels) == (50, 100, 50, 6)
+    assert cfg.preproc.resample_hz == 50 and cfg.preproc.norm == "zscore"
+    dp = cfg.preproc.dynamic_patch
+    assert (dp.p_min, dp.p_max, dp.tau_low, dp.tau_high) == (10, 30, 0.08, 0.20)
+    s = cfg.model.student
+    assert (s.L, s.D, s.heads, s.mlp_ratio, s.p_default) == (2, 128, 4, 2.0, 20)
+    assert (cfg.model.teacher.D, cfg.model.teacher.L) == (256, 4)
+    t = cfg.train
+    assert (t.batch_size, t.lr, t.weight_decay, t.seed) == (64, 1e-4, 1e-5, 42)
+    assert isinstance(t.lr, float)  # YAML reads "1e-4" as a string; we convert it
+    assert (cfg.distill.T, cfg.distill.alpha, cfg.eval.folds) == (3.0, 0.7, 5)
+
+
+def test_data_root_resolves_against_the_project_root_from_any_cwd(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(CONFIGS / "utd_mhad.yaml")
+    assert Path(cfg.data.root) == (REPO / ".." / "shared" / "data" / "utd_mhad").resolve()
+
+
+@pytest.mark.parametrize("name", ["utd_mhad.yaml", "utd_mhad_paper.yaml", "synthetic.yaml", "mm_fit.yaml"])
+def test_every_shipped_config_loads(name):
+    assert isinstance(load_config(CONFIGS / name), Config)
+
+
+def test_override_by_dotted_key():
+    cfg = load_config(CONFIGS / "utd_mhad.yaml", {"data.root": "/elsewhere", "train.epochs": 3})
+    assert cfg.data.root == "/elsewhere" and cfg.train.epochs == 3
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("train:\n  lrr: 0.1\n", "unknown key 'train.lrr'"),
+    ("trian:\n  lr: 0.1\n", "unknown key 'trian'"),
+    ("model:\n  student:\n    d: 64\n", "did you mean 'D'"),
+    ("train:\n  epochs: ten\n", "train.epochs: expected int"),
+    ("train:\n  lr: fast\n", "train.lr: expected float"),
+    ("data:\n  window: 0\n", "data.window: 0 must be >= 2"),
+    ("distill:\n  alpha: 1.5\n", "distill.alpha: 1.5 must be <= 1"),
+    ("eval:\n  averaging: weighted\n", "eval.averaging: 'weighted' is not one of micro, macro"),
+    ("preproc:\n  dynamic_patch:\n    p_min: 40\n    p_max: 30\n", "p_min (40) must be <= p_max (30)"),
+    ("preproc:\n  dynamic_patch:\n    tau_low: 0.3\n", "tau_low (0.3) must be < tau_high"),
+    ("model:\n  student:\n    D: 130\n", "divisible by model.student.heads"),
+    ("preproc:\n  dynamic_patch: 5\n", "preproc.dynamic_patch: expected a mapping"),
+    ("data:\n  window: [1\n", "not valid YAML"),
+    ("- a\n- b\n", "mapping of sections"),
+])
+def test_bad_config_is_a_one_line_error_naming_file_and_key(tmp_path, text, fragment):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert fragment in message
+    assert str(path) in message and "\n" not in message
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_round_trip_through_dict_and_cache_hash():
+    cfg = load_config(CONFIGS / "utd_mhad.yaml")
+    again = config_from_dict(cfg.to_dict())
+    assert again == cfg
+    assert cache_hash(again) == cache_hash(cfg)
+    changed = load_config(CONFIGS / "utd_mhad.yaml", {"data.stride": 25})
+    assert cache_hash(changed) != cache_hash(cfg)
+    # training keys and the data location do not change what prepare writes
+    same = load_config(CONFIGS / "utd_mhad.yaml", {"train.epochs": 99, "data.root": "/x"})
+    assert cache_hash(same) == cache_hash(cfg)
