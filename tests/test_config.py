@@ -52,6 +52,7 @@ def test_override_by_dotted_key():
     ("train:\n  epochs: ten\n", "train.epochs: expected int"),
     ("train:\n  lr: fast\n", "train.lr: expected float"),
     ("data:\n  window: 0\n", "data.window: 0 must be >= 2"),
+    ("data:\n  stride: 150\n", "data.stride (150) must be <= data.window (100)"),
     ("distill:\n  alpha: 1.5\n", "distill.alpha: 1.5 must be <= 1"),
     ("eval:\n  averaging: weighted\n", "eval.averaging: 'weighted' is not one of micro, macro"),
     ("preproc:\n  dynamic_patch:\n    p_min: 40\n    p_max: 30\n", "p_min (40) must be <= p_max (30)"),

@@ -234,6 +234,9 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"preproc.dynamic_patch.tau_low ({p.tau_low}) must be < tau_high ({p.tau_high})")
     if p.p_max > d.window:
         raise ConfigError(f"preproc.dynamic_patch.p_max ({p.p_max}) must be <= data.window ({d.window})")
+    if d.stride > d.window:
+        raise ConfigError(f"data.stride ({d.stride}) must be <= data.window ({d.window}) so every "
+                          "sample lies in a window")
     if s.p_default > d.window:
         raise ConfigError(f"model.student.p_default ({s.p_default}) must be <= data.window ({d.window})")
     if s.D % s.heads:

@@ -111,7 +111,7 @@ def test_resample_trial_skeleton_length_and_endpoints(n_imu, n_skel):
     skeleton = rng.normal(size=(n_skel, 20, 3)).astype(np.float32)
     out_imu, out_skel = resample_trial(imu, 50.0, skeleton, resample_hz=50.0, skeleton_hz=25.0)
     assert out_imu.shape == (n_imu, 6)
-    expected_frames = int(round(n_imu * 25.0 / 50.0))
+    expected_frames = int(round((n_imu - 1) * 25.0 / 50.0)) + 1
     assert out_skel.shape == (expected_frames, 20, 3)
     np.testing.assert_allclose(out_skel[0], skeleton[0], atol=1e-6)
     np.testing.assert_allclose(out_skel[-1], skeleton[-1], atol=1e-6)
@@ -124,7 +124,7 @@ def test_resample_trial_changes_imu_rate_and_aligns_skeleton_to_new_length():
     out_imu, out_skel = resample_trial(imu, 100.0, skeleton, resample_hz=50.0, skeleton_hz=25.0)
     assert out_imu.shape == (101, 6)
     np.testing.assert_allclose(out_imu[:, 0], np.arange(101) / 50.0, atol=1e-3)
-    assert out_skel.shape == (round(101 * 25 / 50), 4, 3)                     # 50 frames
+    assert out_skel.shape == (51, 4, 3)    # frame j at IMU sample 2j: exactly 25 Hz
     # skeleton encodes normalised time: linear from 0 to 1 across its new frames
     np.testing.assert_allclose(out_skel[:, 0, 0], np.linspace(0.0, 1.0, len(out_skel)),
                                atol=1e-6)

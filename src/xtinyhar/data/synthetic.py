@@ -16,9 +16,19 @@ random: it is computed from that motion, as a real wrist sensor would measure it
 - Gyroscope: angular velocity of the sensor frame ``R(t)`` (columns = sensor axes in the
   world), from ``R^T dR/dt = [omega]_x``, i.e. in the sensor frame, in deg/s.
 
-Derivatives are taken numerically on a fine time grid (at least 200 Hz, 4x the IMU rate) over a smooth
-trajectory, then sampled at the requested IMU rate; sensor noise and bias are added after
-differentiation so they are not amplified.
+Sensor axes: x along the forearm toward the hand, y forward and z outward (away from the
+body) when the arm hangs at rest, turned a few degrees per subject (a band never sits
+exactly the same way). Hanging arm, still: acc = (-1, 0, 0) g.
+
+Derivatives are taken numerically on a fine time grid (at least 200 Hz and 4x the IMU
+rate) over a smooth trajectory, then sampled at the requested IMU rate; sensor noise and
+bias are added after differentiation so they are not amplified.
+
+Classes (right-handed; base tempo, scaled per subject and trial):
+arm_raise (straight arm up sideways and down, 0.35 Hz), arm_circle (outstretched arm
+drawing circles, 0.7 Hz), wave (forearm up, swung about the upper arm, 1.4 Hz), punch
+(guard, fast straight punch, 0.9 Hz), squat (arms held level in front, 0.35 Hz), walk
+(toward the camera, arms swinging, 0.9 strides/s).
 
 World frame (like Kinect's camera space): metres, y up, z = depth away from the camera
 (the subject stands 2.5-3 m away), the subject faces the camera (-z), so the subject's
@@ -101,18 +111,34 @@ def imu_from_trajectory(times: np.ndarray, position: np.ndarray,
     return acc, np.degrees(omega)
 
 
-def _rotation(axis: int, angle: np.ndarray) -> np.ndarray:
-    """Rotation matrices (..., 3, 3) about world axis 0=x, 1=y, 2=z by ``angle`` radians."""
+# Inside this module, a stack of N rotations is stored as (3, 3, N), time last: numpy
+# multiplies thousands of 3x3 matrices ~5x faster that way than as (N, 3, 3).
+
+def _rotation(axis: int, angle: np.ndarray | float) -> np.ndarray:
+    """Rotations (3, 3, ...) about axis 0=x, 1=y, 2=z by ``angle`` radians (scalar or (N,))."""
     angle = np.asarray(angle, dtype=float)
     c, s = np.cos(angle), np.sin(angle)
     i, j = ((1, 2), (2, 0), (0, 1))[axis]
-    out = np.zeros(angle.shape + (3, 3))
-    out[..., axis, axis] = 1.0
-    out[..., i, i] = c
-    out[..., j, j] = c
-    out[..., i, j] = -s
-    out[..., j, i] = s
+    out = np.zeros((3, 3) + angle.shape)
+    out[axis, axis] = 1.0
+    out[i, i] = c
+    out[j, j] = c
+    out[i, j] = -s
+    out[j, i] = s
     return out
+
+
+def _compose(*rotations: np.ndarray) -> np.ndarray:
+    """Matrix product of rotations, each (3, 3) or (3, 3, N), left to right."""
+    out = rotations[0]
+    for rotation in rotations[1:]:
+        out = np.einsum("ik...,kj...->ij...", out, rotation)
+    return out
+
+
+def _rotate(rotation: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """Apply rotations (3, 3, N) to one fixed vector (3,); gives (N, 3)."""
+    return np.einsum("ijn,j->ni", rotation, vector)
 
 
 # --------------------------------------------------------------------------- bodies
@@ -171,8 +197,9 @@ def _draw_subject(rng: np.random.Generator) -> SubjectStyle:
     """Body, tempo, amplitude, noise, sensor bias and sensor mounting of one subject."""
     body = _draw_body(rng)
     mount_deg = rng.normal(0.0, 6.0, size=3)
-    mount = (_rotation(2, np.radians(mount_deg[0])) @ _rotation(1, np.radians(mount_deg[1]))
-             @ _rotation(0, np.radians(mount_deg[2])))
+    mount = _compose(_rotation(2, np.radians(mount_deg[0])),
+                     _rotation(1, np.radians(mount_deg[1])),
+                     _rotation(0, np.radians(mount_deg[2])))
     return SubjectStyle(body=body, tempo=rng.uniform(0.8, 1.25),
                         amplitude=float(np.clip(rng.normal(1.0, 0.12), 0.75, 1.3)),
                         noise=rng.uniform(0.6, 1.4),
@@ -181,9 +208,10 @@ def _draw_subject(rng: np.random.Generator) -> SubjectStyle:
 
 
 # --------------------------------------------------------------------------- classes
-# Each class maps (t seconds, f Hz, phase rad, amp, duration) to joint angles in degrees
-# (keys of _ANGLE_DOFS; missing keys keep the rest posture) and optionally "root", a
-# (N, 3) hip_center displacement in metres in the body frame (x right, y up, z back).
+# Each class maps (t seconds, f Hz, phase rad, amp, duration s) to joint angles in degrees
+# (keys of _ANGLE_DOFS, arrays or constants; missing keys keep the rest posture) and
+# optionally "root", a (N, 3) hip_center displacement in metres in the body frame
+# (x right, y up, z back).
 # Arm convention (right arm; the left is its mirror): abd raises the arm sideways,
 # flex raises it forward, twist turns it about its own axis, elbow bends the forearm
 # forward, pron turns the forearm about its own axis.
@@ -196,57 +224,64 @@ def _raised_cosine(u: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 - np.cos(u))
 
 
-def _arm_raise(t, f, phase, amp, duration) -> Motion:
+def _arm_raise(t: np.ndarray, f: float, phase: float, amp: float, duration: float
+        ) -> Motion:
     """Straight right arm raised sideways to above the shoulder and lowered, ~0.35 Hz."""
     u = 2 * np.pi * f * t + phase
     return {"r_abd": 10.0 + min(140.0 * amp, 160.0) * _raised_cosine(u),
-            "r_flex": 8.0 + 0 * u, "r_elbow": 8.0 + 0 * u}
+            "r_flex": 8.0, "r_elbow": 8.0}
 
 
-def _arm_circle(t, f, phase, amp, duration) -> Motion:
+def _arm_circle(t: np.ndarray, f: float, phase: float, amp: float, duration: float
+        ) -> Motion:
     """Straight right arm held out to the side, its hand drawing circles, ~0.7 Hz."""
     u = 2 * np.pi * f * t + phase
     radius = 30.0 * amp
     return {"r_abd": 85.0 + radius * np.cos(u), "r_flex": 10.0 + radius * np.sin(u),
-            "r_elbow": 6.0 + 0 * u}
+            "r_elbow": 6.0}
 
 
-def _wave(t, f, phase, amp, duration) -> Motion:
-    """Upper arm out to the side, forearm up, swung side to side about the upper arm, ~1.5 Hz."""
+def _wave(t: np.ndarray, f: float, phase: float, amp: float, duration: float
+        ) -> Motion:
+    """Upper arm out to the side, forearm up, swung side to side, ~1.4 Hz."""
     u = 2 * np.pi * f * t + phase
-    return {"r_abd": 85.0 + 0 * u, "r_flex": 10.0 + 0 * u,
+    return {"r_abd": 85.0, "r_flex": 10.0,
             "r_twist": -90.0 + 25.0 * amp * np.sin(u),
             "r_elbow": 95.0 + 8.0 * np.sin(u + 0.5)}
 
 
-def _punch(t, f, phase, amp, duration) -> Motion:
+def _punch(t: np.ndarray, f: float, phase: float, amp: float, duration: float
+        ) -> Motion:
     """Boxing guard, right fist thrown straight forward and pulled back, ~0.9 Hz."""
     u = 2 * np.pi * f * t + phase
     strike = _raised_cosine(u) ** 2          # quick out and back, a pause in guard
     reach = min(amp, 1.05)
-    return {"r_abd": 15.0 + 0 * u, "r_flex": 35.0 + 50.0 * reach * strike,
+    return {"r_abd": 15.0, "r_flex": 35.0 + 50.0 * reach * strike,
             "r_elbow": 115.0 - 105.0 * reach * strike, "r_pron": -60.0 * strike,
-            "l_abd": 15.0 + 0 * u, "l_flex": 35.0 + 0 * u, "l_elbow": 115.0 + 0 * u}
+            "l_abd": 15.0, "l_flex": 35.0, "l_elbow": 115.0}
 
 
-def _squat(t, f, phase, amp, duration) -> Motion:
-    """Squat with both arms held forward; the torso leans, the arms stay level, ~0.35 Hz.
+def _squat(t: np.ndarray, f: float, phase: float, amp: float, duration: float
+        ) -> Motion:
+    """Squat with both arms held forward and level while the torso leans, ~0.35 Hz.
 
-    Knees bend twice as much as hips so the shanks tilt forward; the root is moved so the
-    ankles stay on the floor. The forearm barely rotates: the wrist IMU sees mostly the
-    up-down acceleration, and little angular rate.
+    At the bottom the thighs are near horizontal, the shanks tilt forward by ~0.45 of the
+    hip angle and the torso leans as much; the root is moved so the ankles stay on the
+    floor. The arms counter the lean (arm pitch = flex - lean), so the forearm barely
+    rotates: the wrist IMU sees mostly up-down acceleration and little angular rate.
     """
     u = 2 * np.pi * f * t + phase
-    hip = min(75.0 * amp, 95.0) * _raised_cosine(u)
-    lean = 0.35 * hip
-    arm = {"abd": 5.0 + 0 * u, "flex": 90.0 - lean, "elbow": 6.0 + 0 * u}
-    motion = {"torso_pitch": lean, "r_hip": hip, "l_hip": hip, "r_knee": 2 * hip,
-              "l_knee": 2 * hip}
+    hip = min(80.0 * amp, 95.0) * _raised_cosine(u)
+    lean = 0.45 * hip
+    arm = {"abd": 5.0, "flex": 90.0 + lean, "elbow": 6.0}
+    motion = {"torso_pitch": lean, "r_hip": hip, "l_hip": hip, "r_knee": 1.45 * hip,
+              "l_knee": 1.45 * hip}
     motion.update({f"{side}_{k}": v for side in "rl" for k, v in arm.items()})
     return motion
 
 
-def _walk(t, f, phase, amp, duration) -> Motion:
+def _walk(t: np.ndarray, f: float, phase: float, amp: float, duration: float
+        ) -> Motion:
     """Walking slowly toward the camera: legs swing, arms swing opposite, body bobs.
 
     ``f`` is the stride frequency (one left and one right step per cycle), ~0.9 Hz.
@@ -261,15 +296,16 @@ def _walk(t, f, phase, amp, duration) -> Motion:
                      -speed * (t - duration / 2)], axis=1)
     return {"r_hip": swing, "l_hip": -swing, "r_knee": knee_r, "l_knee": knee_l,
             "r_flex": -arm_swing, "l_flex": arm_swing,
-            "r_elbow": 20.0 + 10.0 * _raised_cosine(u), "l_elbow": 20.0 + 10.0 * _raised_cosine(u + np.pi),
-            "r_abd": 8.0 + 0 * u, "l_abd": 8.0 + 0 * u, "root": root}
+            "r_elbow": 20.0 + 10.0 * _raised_cosine(u),
+            "l_elbow": 20.0 + 10.0 * _raised_cosine(u + np.pi),
+            "r_abd": 8.0, "l_abd": 8.0, "root": root}
 
 
 _CLASS_MOTIONS: dict[str, tuple[Callable[..., Motion], float, bool]] = {
     # name: (motion function, base frequency in Hz, feet stay planted)
     "arm_raise": (_arm_raise, 0.35, False),
     "arm_circle": (_arm_circle, 0.7, False),
-    "wave": (_wave, 1.5, False),
+    "wave": (_wave, 1.4, False),
     "punch": (_punch, 0.9, False),
     "squat": (_squat, 0.35, True),
     "walk": (_walk, 0.9, False),
@@ -283,7 +319,7 @@ _UP = np.array([0.0, 1.0, 0.0])
 
 
 def _trunk(motion: Motion, body: Body) -> tuple[np.ndarray, np.ndarray]:
-    """hip_center (N, 3) in the body frame and the torso rotation (N, 3, 3).
+    """hip_center (N, 3) in the body frame and the torso rotation (3, 3, N).
 
     Body frame: x right, y up, z back (the subject faces -z), floor at y = 0.
     ``torso_pitch`` leans the upper body forward about the hips.
@@ -296,25 +332,25 @@ def _shoulder(hip_center: np.ndarray, torso: np.ndarray, body: Body, side: str) 
     """Shoulder position (N, 3) of ``side`` ("r" or "l"), carried by the torso."""
     mirror = 1.0 if side == "r" else -1.0
     offset = np.array([mirror * body.shoulder_half_width, body.shoulder_height, 0.0])
-    return hip_center + torso @ offset
+    return hip_center + _rotate(torso, offset)
 
 
 def _arm(shoulder: np.ndarray, torso: np.ndarray, body: Body, motion: Motion,
          side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Elbow, wrist, hand positions (N, 3) and forearm rotation (N, 3, 3) of one arm.
+    """Elbow, wrist, hand positions (N, 3) and forearm rotation (3, 3, N) of one arm.
 
     The arm hangs along -y at rest. Shoulder rotation ``Rz(abd) Rx(flex) Ry(twist)``, elbow
     ``Rx(elbow)``, forearm roll ``Ry(pron)``; the left arm mirrors the right (x -> -x flips
     the sign of the z and y rotations).
     """
     mirror = 1.0 if side == "r" else -1.0
-    shoulder_rot = torso @ (_rotation(2, mirror * motion[f"{side}_abd"])
-                            @ _rotation(0, motion[f"{side}_flex"])
-                            @ _rotation(1, mirror * motion[f"{side}_twist"]))
-    forearm_rot = shoulder_rot @ (_rotation(0, motion[f"{side}_elbow"])
-                                  @ _rotation(1, mirror * motion[f"{side}_pron"]))
-    elbow = shoulder + body.upper_arm * (shoulder_rot @ _DOWN)
-    forearm_dir = forearm_rot @ _DOWN
+    shoulder_rot = _compose(torso, _rotation(2, mirror * motion[f"{side}_abd"]),
+                            _rotation(0, motion[f"{side}_flex"]),
+                            _rotation(1, mirror * motion[f"{side}_twist"]))
+    forearm_rot = _compose(shoulder_rot, _rotation(0, motion[f"{side}_elbow"]),
+                           _rotation(1, mirror * motion[f"{side}_pron"]))
+    elbow = shoulder + body.upper_arm * _rotate(shoulder_rot, _DOWN)
+    forearm_dir = _rotate(forearm_rot, _DOWN)
     wrist = elbow + body.forearm * forearm_dir
     hand = wrist + body.hand * forearm_dir
     return elbow, wrist, hand, forearm_rot
@@ -333,14 +369,15 @@ def _leg_offsets(body: Body, hip_angle: np.ndarray,
 
 def _to_camera(points: np.ndarray, yaw: float, origin: np.ndarray) -> np.ndarray:
     """Body-frame points (..., 3) turned by ``yaw`` about the vertical, moved to ``origin``."""
-    turn = _rotation(1, np.float64(yaw))
+    turn = _rotation(1, yaw)
     flat = points.reshape(-1, 3) @ turn.T + origin
     return flat.reshape(points.shape)
 
 
 def _sensor_track(motion: Motion, body: Body, yaw: float, origin: np.ndarray,
                   mount: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Right-wrist position (N, 3) and sensor axes (N, 3, 3), both in the camera frame.
+    """Right-wrist position (N, 3) and sensor axes (N, 3, 3) (columns = sensor x, y, z),
+    both in the camera frame.
 
     Only the chain that carries the sensor (root, torso, right arm) is evaluated: this runs
     on the fine grid, where the whole skeleton would be wasted work.
@@ -348,8 +385,8 @@ def _sensor_track(motion: Motion, body: Body, yaw: float, origin: np.ndarray,
     hip_center, torso = _trunk(motion, body)
     shoulder = _shoulder(hip_center, torso, body, "r")
     _, wrist, _, forearm_rot = _arm(shoulder, torso, body, motion, "r")
-    turn = _rotation(1, np.float64(yaw))
-    return _to_camera(wrist, yaw, origin), turn @ forearm_rot @ (_FOREARM_TO_SENSOR @ mount)
+    sensor_axes = _compose(_rotation(1, yaw), forearm_rot, _FOREARM_TO_SENSOR @ mount)
+    return _to_camera(wrist, yaw, origin), np.moveaxis(sensor_axes, -1, 0)
 
 
 def _skeleton(motion: Motion, body: Body, yaw: float, origin: np.ndarray) -> np.ndarray:
@@ -358,9 +395,9 @@ def _skeleton(motion: Motion, body: Body, yaw: float, origin: np.ndarray) -> np.
     joints = np.empty((hip_center.shape[0], len(JOINT_NAMES), 3))
     J = JOINT_INDEX
     joints[:, J["hip_center"]] = hip_center
-    joints[:, J["spine"]] = hip_center + body.spine * (torso @ _UP)
-    joints[:, J["shoulder_center"]] = hip_center + body.shoulder_center * (torso @ _UP)
-    joints[:, J["head"]] = hip_center + body.head * (torso @ _UP)
+    joints[:, J["spine"]] = hip_center + body.spine * _rotate(torso, _UP)
+    joints[:, J["shoulder_center"]] = hip_center + body.shoulder_center * _rotate(torso, _UP)
+    joints[:, J["head"]] = hip_center + body.head * _rotate(torso, _UP)
     for side, name in (("r", "right"), ("l", "left")):
         shoulder = _shoulder(hip_center, torso, body, side)
         elbow, wrist, hand, _ = _arm(shoulder, torso, body, motion, side)
@@ -391,15 +428,15 @@ class _TrialStyle:
     phase: float
     yaw: float
     origin: np.ndarray
-    sway_amp: np.ndarray    # (dofs, 3) degrees
-    sway_freq: np.ndarray   # (dofs, 3) Hz
-    sway_phase: np.ndarray  # (dofs, 3) radians
+    sway_amp: np.ndarray    # (dofs, 2) degrees
+    sway_freq: np.ndarray   # (dofs, 2) Hz
+    sway_phase: np.ndarray  # (dofs, 2) radians
 
 
 def _draw_trial(rng: np.random.Generator, person: SubjectStyle, base_hz: float,
                 seconds: float) -> _TrialStyle:
     """Small trial-to-trial changes on top of the subject's style."""
-    shape = (len(_ANGLE_DOFS), 3)
+    shape = (len(_ANGLE_DOFS), 2)   # two slow sinusoids of sway per joint angle
     return _TrialStyle(
         duration=seconds * rng.uniform(0.8, 1.2),
         frequency=base_hz * person.tempo * rng.normal(1.0, 0.05),
@@ -407,7 +444,7 @@ def _draw_trial(rng: np.random.Generator, person: SubjectStyle, base_hz: float,
         phase=rng.uniform(0.0, 2 * np.pi),
         yaw=np.radians(rng.uniform(-15.0, 15.0)),
         origin=np.array([rng.uniform(-0.25, 0.25), -_CAMERA_HEIGHT_M, rng.uniform(2.5, 3.0)]),
-        sway_amp=rng.normal(0.0, 2.5, size=shape),
+        sway_amp=rng.normal(0.0, 3.0, size=shape),
         sway_freq=rng.uniform(0.1, 0.7, size=shape),
         sway_phase=rng.uniform(0.0, 2 * np.pi, size=shape),
     )
@@ -427,12 +464,14 @@ def _motion(class_name: str, times: np.ndarray, style: _TrialStyle, body: Body,
     """
     function, _, feet_planted = _CLASS_MOTIONS[class_name]
     degrees = function(times, style.frequency, style.phase, style.amplitude, style.duration)
+    rows = [_ANGLE_DOFS.index(dof) for dof in dofs]
+    waves = np.sin(2 * np.pi * style.sway_freq[rows] * times[:, None, None]
+                   + style.sway_phase[rows])                              # (N, dofs, 2)
+    sway = np.sum(waves * style.sway_amp[rows], axis=2)                   # (N, dofs) degrees
     motion: Motion = {}
-    for dof in dofs:
-        d = _ANGLE_DOFS.index(dof)
-        sway = np.sin(2 * np.pi * style.sway_freq[d] * times[:, None]
-                      + style.sway_phase[d]) @ style.sway_amp[d]
-        motion[dof] = np.radians(degrees.get(dof, _REST_DEG.get(dof, 0.0)) + sway)
+    for column, dof in enumerate(dofs):
+        base = degrees.get(dof, _REST_DEG.get(dof, 0.0))
+        motion[dof] = np.radians(base + sway[:, column])
     root = degrees.get("root", np.zeros((times.size, 3)))
     if feet_planted:
         _, ankle_r = _leg_offsets(body, motion["r_hip"], motion["r_knee"])
@@ -444,7 +483,7 @@ def _motion(class_name: str, times: np.ndarray, style: _TrialStyle, body: Body,
 
 
 def _sample(values: np.ndarray, start: float, rate: float, times: np.ndarray) -> np.ndarray:
-    """Linear interpolation of ``values`` (N, ...) sampled at ``start + i / rate`` at ``times``."""
+    """Values (N, ...) sampled at ``start + i / rate``, linearly interpolated at ``times``."""
     position = (times - start) * rate
     left = np.clip(np.floor(position).astype(int), 0, values.shape[0] - 2)
     weight = (position - left).reshape((-1,) + (1,) * (values.ndim - 1))
@@ -454,7 +493,7 @@ def _sample(values: np.ndarray, start: float, rate: float, times: np.ndarray) ->
 def _make_trial(class_name: str, label: int, subject: int, trial_number: int,
                 person: SubjectStyle, rng: np.random.Generator, seconds: float,
                 imu_hz: float, skeleton_hz: float) -> Trial:
-    """One trial: sensor path on a fine grid -> ideal IMU -> sampled + noise; skeleton + noise."""
+    """One trial: sensor path on a fine grid -> ideal IMU -> resampled + noise; skeleton."""
     style = _draw_trial(rng, person, _CLASS_MOTIONS[class_name][1], seconds)
     body = person.body
     fine_hz = max(_FINE_HZ, 4.0 * imu_hz)
@@ -466,9 +505,9 @@ def _make_trial(class_name: str, label: int, subject: int, trial_number: int,
 
     imu_times = np.arange(max(int(style.duration * imu_hz), 2)) / imu_hz
     imu = _sample(np.concatenate([acc, gyro], axis=1), -_PAD_S, fine_hz, imu_times)
-    imu[:, :3] += person.acc_bias_g + rng.normal(0.0, 0.015 * person.noise, (imu_times.size, 3))
-    imu[:, 3:] += person.gyro_bias_dps + rng.normal(0.0, 1.5 * person.noise,
-                                                    (imu_times.size, 3))
+    size = (imu_times.size, 3)
+    imu[:, :3] += person.acc_bias_g + rng.normal(0.0, 0.015 * person.noise, size)
+    imu[:, 3:] += person.gyro_bias_dps + rng.normal(0.0, 1.5 * person.noise, size)
 
     skeleton_times = np.arange(max(int(style.duration * skeleton_hz), 2)) / skeleton_hz
     skeleton = _skeleton(_motion(class_name, skeleton_times, style, body), body,
@@ -494,8 +533,10 @@ def _check_arguments(subjects: int, trials_per_class: int, seconds: float, imu_h
                           f"({trials_per_class}) must be at least 1")
     if seed < 0:
         raise ConfigError(f"synthetic: seed must be >= 0, got {seed}")
-    for name, value in (("seconds", seconds), ("imu_hz", imu_hz), ("skeleton_hz", skeleton_hz)):
-        if not np.isfinite(value) or value <= 0:
+    for name, value in (("seconds", seconds), ("imu_hz", imu_hz),
+                        ("skeleton_hz", skeleton_hz)):
+        if (isinstance(value, bool) or not isinstance(value, (int, float, np.number))
+                or not np.isfinite(value) or value <= 0):
             raise ConfigError(f"synthetic: {name} must be a positive number, got {value!r}")
     if seconds * 0.8 * min(imu_hz, skeleton_hz) < 2:
         raise ConfigError(f"synthetic: seconds={seconds} is too short for 2 samples at "
@@ -505,7 +546,7 @@ def _check_arguments(subjects: int, trials_per_class: int, seconds: float, imu_h
 def generate_synthetic(subjects: int = 8, trials_per_class: int = 4, seconds: float = 4.0,
                        imu_hz: float = 50.0, skeleton_hz: float = 30.0, seed: int = 0
                        ) -> tuple[list[Trial], list[str]]:
-    """Make a synthetic dataset: ``subjects x len(SYNTHETIC_CLASSES) x trials_per_class`` trials.
+    """Make ``subjects x len(SYNTHETIC_CLASSES) x trials_per_class`` synthetic trials.
 
     Each trial lasts ``seconds * U(0.8, 1.2)``; its IMU (T, 6) = acc x, y, z in g then gyro
     x, y, z in deg/s from a sensor on the right wrist at ``imu_hz``; its skeleton

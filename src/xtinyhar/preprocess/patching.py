@@ -29,11 +29,21 @@ REFERENCE_HZ = 50.0
 ACC = slice(0, 3)
 
 
-def motion_energy(windows: np.ndarray, rate_hz: float) -> np.ndarray:
-    """(N, W, C) physical-unit windows -> (N,) energy in g per 20 ms (see module doc)."""
+def motion_energy(windows: np.ndarray, rate_hz: float,
+                  n_valid: np.ndarray | None = None) -> np.ndarray:
+    """(N, W, C) physical-unit windows -> (N,) energy in g per 20 ms (see module doc).
+
+    ``n_valid`` (N,) limits the mean to real samples, so the repeated samples that pad a
+    short trial do not make it look still.
+    """
     acc = windows[:, :, ACC].astype(np.float64)
     step = np.linalg.norm(np.diff(acc, axis=1), axis=-1)  # (N, W-1) g per sample
-    return (step.mean(axis=1) * rate_hz / REFERENCE_HZ).astype(np.float32)
+    if n_valid is None:
+        mean_step = step.mean(axis=1)
+    else:
+        real = np.arange(step.shape[1])[None, :] < (np.asarray(n_valid)[:, None] - 1)
+        mean_step = (step * real).sum(axis=1) / np.maximum(real.sum(axis=1), 1)
+    return (mean_step * rate_hz / REFERENCE_HZ).astype(np.float32)
 
 
 def patch_lengths(energy: np.ndarray, *, p_min: int, p_max: int, tau_low: float,

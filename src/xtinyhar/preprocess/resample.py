@@ -58,13 +58,14 @@ def resample_trial(imu: np.ndarray, imu_hz: float, skeleton: np.ndarray | None, 
                    lowpass_hz: float | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Resample a trial's IMU to ``resample_hz`` and align its skeleton to it.
 
-    Returns ``imu`` (T', C) and ``skeleton`` (round(T' * skeleton_hz / resample_hz), J, 3):
-    the skeleton's first and last frames land on the IMU's first and last samples.
+    Returns ``imu`` (T', C) and ``skeleton`` (round((T'-1) * skeleton_hz / resample_hz) + 1,
+    J, 3): the skeleton's first and last frames land on the IMU's first and last samples,
+    so skeleton frame j sits at IMU sample j * resample_hz / skeleton_hz.
     """
     if lowpass_hz is not None:
         imu = lowpass(imu, lowpass_hz, imu_hz)
     imu = resample_rate(imu, imu_hz, resample_hz)
     if skeleton is None:
         return imu, None
-    n_frames = max(1, int(round(len(imu) * skeleton_hz / resample_hz)))
+    n_frames = int(round((len(imu) - 1) * skeleton_hz / resample_hz)) + 1
     return imu, align_to_length(skeleton, n_frames)

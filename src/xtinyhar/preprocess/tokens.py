@@ -84,7 +84,7 @@ def build_token_cache(cfg: Config, trials: list[Trial], class_names: list[str]) 
                            [t.label for t in trials], [t.subject for t in trials],
                            window=cfg.data.window, stride=cfg.data.stride,
                            skeleton_ratio=pre.skeleton_hz / pre.resample_hz)
-    energy = motion_energy(windows.imu, pre.resample_hz)
+    energy = motion_energy(windows.imu, pre.resample_hz, windows.n_valid)
     if dp.enabled:
         lengths = patch_lengths(energy, p_min=dp.p_min, p_max=dp.p_max,
                                 tau_low=dp.tau_low, tau_high=dp.tau_high)

@@ -1,0 +1,42 @@
+"""The command line: prepare end to end, and one-line errors with exit code 2."""
+
+import numpy as np
+
+from xtinyhar.cli import main
+from xtinyhar.config import load_config
+from xtinyhar.preprocess.tokens import load_token_cache
+
+from conftest import CONFIGS
+
+
+def test_prepare_utd_mhad(utd_root, tmp_path, capsys):
+    out = tmp_path / "cache" / "utd_tokens.npz"
+    code = main(["prepare", "--config", str(CONFIGS / "utd_mhad.yaml"), "--dataset", "utd-mhad",
+                 "--root", str(utd_root), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "trials      861" in printed and "classes     27" in printed
+    assert "subjects    8" in printed and "patch-length histogram" in printed
+    cache = load_token_cache(out, load_config(CONFIGS / "utd_mhad.yaml"))
+    assert len(cache.trial_id) == 861
+
+
+def test_prepare_synthetic(tmp_path, capsys):
+    out = tmp_path / "synthetic.npz"
+    assert main(["prepare", "--config", str(CONFIGS / "synthetic.yaml"), "--out", str(out)]) == 0
+    cache = load_token_cache(out, load_config(CONFIGS / "synthetic.yaml"))
+    assert len(np.unique(cache.trial_subject)) >= 6 and len(cache.class_names) >= 6
+
+
+def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lrr: 1\n")
+    assert main(["prepare", "--config", str(bad), "--out", str(tmp_path / "x.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "unknown key 'train.lrr'" in err and "\n" not in err
+
+    code = main(["prepare", "--config", str(CONFIGS / "utd_mhad.yaml"), "--root",
+                 str(tmp_path / "missing"), "--out", str(tmp_path / "x.npz")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "UTD-MHAD folder not found" in err and "\n" not in err
+    assert not (tmp_path / "x.npz").exists()
