@@ -47,6 +47,144 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cache_for(cfg, args):
+    """The token cache from --tokens (refused if stale), or built in memory from the config."""
+    from xtinyhar.data import load_dataset
+    from xtinyhar.preprocess.tokens import build_token_cache, load_token_cache
+
+    if getattr(args, "tokens", None):
+        return load_token_cache(args.tokens, cfg)
+    report = load_dataset(cfg, skip_bad=getattr(args, "skip_bad", False))
+    return build_token_cache(cfg, report.trials, report.class_names)
+
+
+def _split(cfg, cache, args):
+    from xtinyhar.data.splits import make_splits
+
+    splits = make_splits(cache.subject, args.protocol, folds=cfg.eval.folds, seed=cfg.train.seed,
+                         val_subjects=cfg.eval.val_subjects)
+    if not 0 <= args.fold < len(splits):
+        raise XTinyHARError(f"--fold {args.fold}: protocol {args.protocol} has folds 0..{len(splits) - 1}")
+    return splits[args.fold]
+
+
+def _report_test(model, cache, split, cfg, teacher: bool) -> None:
+    from xtinyhar.evaluate.cv import evaluate_on
+
+    metrics, _ = evaluate_on(model, cache, split.test, teacher=teacher, averaging=cfg.eval.averaging)
+    for level in ("window", "trial"):
+        m = metrics[level]
+        print(f"test {level:6s} accuracy {m['accuracy']:.3f}  macro-F1 {m['f1_macro']:.3f}  "
+              f"kappa {m['kappa'] if m['kappa'] is None else round(m['kappa'], 3)}  (n={m['n']})")
+
+
+def cmd_train_teacher(args: argparse.Namespace) -> int:
+    """Train the multimodal teacher on one split's training subjects and save it."""
+    from xtinyhar.train.tasks import fit_teacher, save_model
+
+    cfg = _load_cfg(args)
+    cache = _cache_for(cfg, args)
+    split = _split(cfg, cache, args)
+    print(f"train subjects {split.train_subjects}, validation {split.val_subjects}, "
+          f"test {split.test_subjects}")
+    trained = fit_teacher(cfg, cache, split.train, split.val)
+    save_model(args.save, trained.model, cfg=cfg, class_names=cache.class_names,
+               cache_hash=cache.meta["config_hash"], train_subjects=list(split.train_subjects))
+    print(f"best epoch {trained.result.best_epoch} (validation macro-F1 {trained.result.best_score:.3f}), "
+          f"{trained.result.seconds:.0f} s")
+    _report_test(trained.model, cache, split, cfg, teacher=True)
+    print(f"wrote {args.save}")
+    return 0
+
+
+def cmd_train_student(args: argparse.Namespace) -> int:
+    """Train the IMU-only student (distilled from --teacher unless --no-kd) and save it."""
+    from xtinyhar.train.tasks import fit_student, load_model, save_model
+
+    cfg = _load_cfg(args)
+    cache = _cache_for(cfg, args)
+    split = _split(cfg, cache, args)
+    teacher = None
+    if not args.no_kd:
+        if not args.teacher:
+            raise XTinyHARError("train-student needs --teacher CHECKPOINT (or --no-kd)")
+        teacher, payload = load_model(args.teacher, "teacher")
+        if sorted(payload["train_subjects"]) != sorted(split.train_subjects):
+            raise XTinyHARError(f"{args.teacher}: trained on subjects {payload['train_subjects']}, "
+                                f"but this split trains on {list(split.train_subjects)}; a teacher "
+                                "must not have seen the student's validation or test subjects")
+    trained = fit_student(cfg, cache, split.train, split.val, teacher=teacher)
+    save_model(args.save, trained.model, cfg=cfg, class_names=cache.class_names,
+               cache_hash=cache.meta["config_hash"], train_subjects=list(split.train_subjects),
+               extra={"distilled": teacher is not None})
+    print(f"best epoch {trained.result.best_epoch} (validation macro-F1 {trained.result.best_score:.3f}), "
+          f"{trained.result.seconds:.0f} s")
+    _report_test(trained.model, cache, split, cfg, teacher=False)
+    print(f"wrote {args.save}")
+    return 0
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    """Cross-validate teacher + student; write runs/<name>/ and print mean +- std."""
+    from xtinyhar.evaluate.cv import run_cv, summary_table
+
+    cfg = _load_cfg(args)
+    cache = _cache_for(cfg, args)
+    summary = run_cv(cfg, cache, protocol=args.protocol or cfg.eval.protocol, run_dir=args.run,
+                     resume=args.resume, kd=not args.no_kd, max_folds=args.max_folds)
+    print(f"{summary['protocol']}: {summary['folds']} fold(s), {summary['seconds']:.0f} s, "
+          f"test subjects only; mean +- std over folds")
+    print(summary_table(summary))
+    print(f"wrote {args.run}/summary.json")
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    """Parameters, size and FLOPs (attention included) of the student and the teacher."""
+    import torch
+
+    from xtinyhar.evaluate.profile import profile_model
+    from xtinyhar.train.tasks import load_model, student_config, teacher_config
+    from xtinyhar.models.student import InertialTransformer
+    from xtinyhar.models.teacher import STConvTeacher
+
+    models = []
+    if args.model:
+        for path in args.model:
+            model, payload = load_model(path)
+            models.append((f"{payload['kind']} ({path})", model))
+    elif not args.config:
+        raise XTinyHARError("profile needs --config (untrained models) or --model CHECKPOINT ...")
+    else:
+        cfg = _load_cfg(args)
+        n_classes = args.classes
+        models = [("student", InertialTransformer(student_config(cfg, n_classes)).eval()),
+                  ("teacher", STConvTeacher(teacher_config(cfg, n_classes, args.joints)).eval())]
+    print(f"{'model':<40} {'params':>9} {'size KB':>9} {'MFLOPs':>9}   (batch 1, one window)")
+    for name, model in models:
+        cfg_m = model.cfg
+        imu = torch.zeros(1, cfg_m.window, cfg_m.channels)
+        inputs = (imu,) if not hasattr(cfg_m, "skeleton_frames") else (
+            imu, torch.zeros(1, cfg_m.skeleton_frames, cfg_m.joints, 3))
+        prof = profile_model(name, model, *inputs)
+        print(f"{name:<40} {prof.params:>9,} {prof.size_bytes / 1024:>9.1f} {prof.flops / 1e6:>9.2f}")
+    return 0
+
+
+def _add_common(parser: argparse.ArgumentParser, tokens: bool = True) -> None:
+    parser.add_argument("--config", required=True, help="YAML config, e.g. configs/utd_mhad.yaml")
+    parser.add_argument("--dataset", choices=DATASETS, help="overrides data.dataset")
+    parser.add_argument("--root", help="dataset folder; overrides data.root")
+    if tokens:
+        parser.add_argument("--tokens", help="token cache from `xtinyhar prepare` (default: build in memory)")
+
+
+def _add_split(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--protocol", choices=("kfold", "loso", "standard"), default="standard",
+                        help="split protocol (default: standard)")
+    parser.add_argument("--fold", type=int, default=0, help="which fold of the protocol (default 0)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xtinyhar", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"xtinyhar {__version__}")
@@ -54,13 +192,43 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     prep = sub.add_parser("prepare", help="build the token cache (.npz) from a dataset")
-    prep.add_argument("--config", required=True, help="YAML config, e.g. configs/utd_mhad.yaml")
-    prep.add_argument("--dataset", choices=DATASETS, help="overrides data.dataset")
-    prep.add_argument("--root", help="dataset folder; overrides data.root")
+    _add_common(prep, tokens=False)
     prep.add_argument("--out", required=True, help="where to write the cache, e.g. data_cache/utd_tokens.npz")
     prep.add_argument("--skip-bad", action="store_true",
                       help="skip unreadable or inconsistent trials with a warning instead of failing")
     prep.set_defaults(func=cmd_prepare)
+
+    teach = sub.add_parser("train-teacher", help="train the skeleton + IMU teacher on one split")
+    _add_common(teach)
+    _add_split(teach)
+    teach.add_argument("--save", required=True, help="checkpoint to write, e.g. runs/teacher_utd.pt")
+    teach.set_defaults(func=cmd_train_teacher)
+
+    stud = sub.add_parser("train-student", help="train the IMU-only student, distilled from a teacher")
+    _add_common(stud)
+    _add_split(stud)
+    stud.add_argument("--teacher", help="teacher checkpoint from train-teacher (same split)")
+    stud.add_argument("--no-kd", action="store_true", help="train without distillation")
+    stud.add_argument("--save", required=True, help="checkpoint to write, e.g. runs/student_it_utd.pt")
+    stud.set_defaults(func=cmd_train_student)
+
+    cv = sub.add_parser("cv", help="subject-independent cross-validation of teacher + student")
+    _add_common(cv)
+    cv.add_argument("--protocol", choices=("kfold", "loso", "standard"),
+                    help="default: eval.protocol of the config")
+    cv.add_argument("--run", required=True, help="run directory, e.g. runs/utd_kfold")
+    cv.add_argument("--resume", action="store_true", help="skip finished folds, continue the rest")
+    cv.add_argument("--no-kd", action="store_true", help="student without teacher (KD ablation)")
+    cv.add_argument("--max-folds", type=int, help="run only the first N folds (quick checks)")
+    cv.set_defaults(func=cmd_cv)
+
+    prof = sub.add_parser("profile", help="parameters, size and FLOPs of the models")
+    prof.add_argument("--config", help="build untrained models from this config")
+    prof.add_argument("--dataset", choices=DATASETS)
+    prof.add_argument("--model", nargs="+", help="checkpoints to profile instead")
+    prof.add_argument("--classes", type=int, default=27, help="classes, with --config (default 27)")
+    prof.add_argument("--joints", type=int, default=20, help="skeleton joints, with --config")
+    prof.set_defaults(func=cmd_profile)
     return parser
 
 

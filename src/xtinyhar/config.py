@@ -103,12 +103,19 @@ class StudentConfig:
     heads: int = field(default=4, metadata=_range(1))
     mlp_ratio: float = field(default=2.0, metadata=_range(0, lo_open=True))
     p_default: int = field(default=20, metadata=_range(1))
+    stem_channels: int = field(default=16, metadata=_range(0))   # 0: no conv stem
+    pos_embedding: str = field(default="learned", metadata=_range(choices=("learned", "sinusoidal", "none")))
+    dropout: float = field(default=0.1, metadata=_range(0, 0.9))
 
 
 @dataclass
 class TeacherConfig:
     D: int = field(default=256, metadata=_range(1))
     L: int = field(default=4, metadata=_range(1))
+    heads: int = field(default=4, metadata=_range(1))
+    mlp_ratio: float = field(default=2.0, metadata=_range(0, lo_open=True))
+    dropout: float = field(default=0.1, metadata=_range(0, 0.9))
+    skeleton_tokens: int = field(default=10, metadata=_range(1))
 
 
 @dataclass
@@ -124,12 +131,19 @@ class TrainConfig:
     lr: float = field(default=1e-4, metadata=_range(0, lo_open=True))
     weight_decay: float = field(default=1e-5, metadata=_range(0))
     seed: int = field(default=42, metadata=_range(0))
+    teacher_epochs: int | None = field(default=None, metadata=_range(1))  # None: same as epochs
+    warmup_epochs: int = field(default=5, metadata=_range(0))
+    patience: int = field(default=30, metadata=_range(1))    # epochs without a better validation score
+    grad_clip: float = field(default=1.0, metadata=_range(0, lo_open=True))
+    label_smoothing: float = field(default=0.0, metadata=_range(0, 0.5))
+    threads: int = field(default=2, metadata=_range(1))
 
 
 @dataclass
 class DistillConfig:
     T: float = field(default=3.0, metadata=_range(0, lo_open=True))
     alpha: float = field(default=0.7, metadata=_range(0, 1))
+    attention_weight: float = field(default=0.0, metadata=_range(0))  # attention transfer, off by default
 
 
 @dataclass
@@ -137,6 +151,7 @@ class EvalConfig:
     folds: int = field(default=5, metadata=_range(2))
     averaging: str = field(default="micro", metadata=_range(choices=("micro", "macro")))
     val_subjects: int = field(default=1, metadata=_range(1))
+    protocol: str = field(default="kfold", metadata=_range(choices=("kfold", "loso", "standard")))
 
 
 @dataclass
@@ -239,8 +254,16 @@ def _validate(cfg: Config) -> None:
                           "sample lies in a window")
     if s.p_default > d.window:
         raise ConfigError(f"model.student.p_default ({s.p_default}) must be <= data.window ({d.window})")
-    if s.D % s.heads:
-        raise ConfigError(f"model.student.D ({s.D}) must be divisible by model.student.heads ({s.heads})")
+    t = cfg.model.teacher
+    for name, dim, heads in (("student", s.D, s.heads), ("teacher", t.D, t.heads)):
+        if dim % heads:
+            raise ConfigError(f"model.{name}.D ({dim}) must be divisible by model.{name}.heads ({heads})")
+    if t.D % 16:
+        raise ConfigError(f"model.teacher.D ({t.D}) must be a multiple of 16 (grouped temporal convolutions)")
+    frames = d.window * cfg.preproc.skeleton_hz / cfg.preproc.resample_hz
+    if frames % t.skeleton_tokens:
+        raise ConfigError(f"model.teacher.skeleton_tokens ({t.skeleton_tokens}) must divide the "
+                          f"{frames:g} skeleton frames of a window")
     ratio = cfg.preproc.skeleton_hz / cfg.preproc.resample_hz
     if abs(d.window * ratio - round(d.window * ratio)) > 1e-6:
         raise ConfigError(f"data.window ({d.window}) times preproc.skeleton_hz/resample_hz "

@@ -10,8 +10,6 @@ config it was built from; ``load_token_cache`` refuses a cache built from anothe
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -22,6 +20,7 @@ from xtinyhar import __version__
 from xtinyhar.config import Config, cache_hash
 from xtinyhar.data.trial import Trial
 from xtinyhar.errors import DataError, StaleCacheError
+from xtinyhar.io import atomic_write
 from xtinyhar.preprocess.patching import (fixed_patch_lengths, gather_tokens, max_tokens,
                                           motion_energy, patch_lengths, token_positions)
 from xtinyhar.preprocess.resample import resample_trial
@@ -111,25 +110,6 @@ def build_token_cache(cfg: Config, trials: list[Trial], class_names: list[str]) 
         trial_subject=np.array([t.subject for t in trials], dtype=np.int64),
         trial_placement=np.array([t.placement for t in trials]),
         meta=meta)
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(file_object)`` on a temp file beside ``path``, then rename over it.
-
-    A crash or Ctrl-C leaves any earlier file at ``path`` untouched and no partial file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_token_cache(path: str | Path, cache: TokenCache) -> None:

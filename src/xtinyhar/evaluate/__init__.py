@@ -1,0 +1,1 @@
+"""Evaluation: classification metrics, trial pooling, fold summaries and model cost."""

@@ -1,0 +1,176 @@
+"""Subject-independent cross-validation: per fold, train the teacher, distil the student,
+evaluate both on the held-out subjects, and write the run directory of DESIGN.md:
+
+    runs/<name>/config.yaml
+    runs/<name>/folds/<k>/{metrics.json, history.csv, predictions.npz, teacher.pt, student.pt}
+    runs/<name>/summary.json
+
+A finished fold (its metrics.json exists) is skipped by ``resume``; an interrupted fold
+continues from its last finished epoch. Metrics are computed per window and per trial (a
+trial's prediction is the mean of its windows' probabilities).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from xtinyhar.config import Config, cache_hash
+from xtinyhar.data.splits import Split, make_splits
+from xtinyhar.errors import XTinyHARError
+from xtinyhar.evaluate.metrics import (classification_metrics, format_summary_table,
+                                       pool_trials, summarize_folds)
+from xtinyhar.io import atomic_write, write_csv, write_json
+from xtinyhar.preprocess.tokens import TokenCache
+from xtinyhar.train.loop import predict_logits
+from xtinyhar.train.tasks import (arrays, fit_student, fit_teacher, load_model, save_model,
+                                  student_forward, teacher_forward)
+
+log = logging.getLogger(__name__)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def evaluate_on(model: torch.nn.Module, cache: TokenCache, index: np.ndarray, *,
+                teacher: bool, averaging: str) -> tuple[dict, dict]:
+    """Window- and trial-level metrics of ``model`` on windows ``index``, and predictions."""
+    forward = teacher_forward if teacher else student_forward
+    probs = softmax(predict_logits(model, arrays(cache, index, teacher), forward))
+    labels = cache.label[index]
+    trial_ids, trial_probs = pool_trials(probs, cache.trial_index[index])
+    trial_labels = cache.trial_label[trial_ids]
+    names = cache.class_names
+    metrics = {
+        "window": classification_metrics(labels, probs.argmax(1), names, averaging),
+        "trial": classification_metrics(trial_labels, trial_probs.argmax(1), names, averaging),
+    }
+    return metrics, {"window_probs": probs.astype(np.float32), "trial_ids": trial_ids,
+                     "trial_probs": trial_probs.astype(np.float32), "trial_labels": trial_labels}
+
+
+def _fold_record(split: Split) -> dict:
+    return {"fold": split.fold, "train_subjects": list(split.train_subjects),
+            "val_subjects": list(split.val_subjects), "test_subjects": list(split.test_subjects)}
+
+
+def run_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Path, *, kd: bool,
+             resume: bool) -> dict:
+    """Train (or reload) teacher and student for one fold; write its files; return metrics."""
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    chash = cache.meta["config_hash"]
+    record = _fold_record(split)
+    predictions: dict[str, np.ndarray] = {"test_index": split.test, "label": cache.label[split.test],
+                                          "trial_index": cache.trial_index[split.test]}
+    histories: list[dict] = []
+    teacher = None
+    if kd:
+        teacher_path = fold_dir / "teacher.pt"
+        if resume and teacher_path.exists():
+            teacher, _ = load_model(teacher_path, "teacher")
+            record["teacher_fit"] = {"reloaded": True}
+        else:
+            trained = fit_teacher(cfg, cache, split.train, split.val, workdir=fold_dir / "fit_teacher",
+                                  resume=resume, desc=f"fold {split.fold} teacher")
+            teacher = trained.model
+            save_model(teacher_path, teacher, cfg=cfg, class_names=cache.class_names,
+                       cache_hash=chash, train_subjects=list(split.train_subjects),
+                       extra={"fold": split.fold})
+            record["teacher_fit"] = {"best_epoch": trained.result.best_epoch,
+                                     "epochs_run": len(trained.result.history),
+                                     "seconds": round(trained.result.seconds, 1)}
+            histories += [{"model": "teacher", **row} for row in trained.result.history]
+        record["teacher"], preds = evaluate_on(teacher, cache, split.test, teacher=True,
+                                               averaging=cfg.eval.averaging)
+        predictions.update({f"teacher_{k}": v for k, v in preds.items()})
+
+    trained = fit_student(cfg, cache, split.train, split.val, teacher=teacher,
+                          workdir=fold_dir / "fit_student", resume=resume,
+                          desc=f"fold {split.fold} student{'' if kd else ' (no KD)'}")
+    save_model(fold_dir / "student.pt", trained.model, cfg=cfg, class_names=cache.class_names,
+               cache_hash=chash, train_subjects=list(split.train_subjects),
+               extra={"fold": split.fold, "distilled": kd})
+    record["student_fit"] = {"best_epoch": trained.result.best_epoch,
+                             "epochs_run": len(trained.result.history),
+                             "seconds": round(trained.result.seconds, 1), "distilled": kd}
+    histories += [{"model": "student", **row} for row in trained.result.history]
+    record["student"], preds = evaluate_on(trained.model, cache, split.test, teacher=False,
+                                           averaging=cfg.eval.averaging)
+    predictions.update({f"student_{k}": v for k, v in preds.items()})
+
+    if histories:
+        keys = list(dict.fromkeys(k for row in histories for k in row))
+        write_csv(fold_dir / "history.csv", [{k: row.get(k, "") for k in keys} for row in histories])
+    atomic_write(fold_dir / "predictions.npz", lambda f: np.savez(f, **predictions))
+    write_json(fold_dir / "metrics.json", record)  # written last: marks the fold finished
+    for workdir in ("fit_teacher", "fit_student"):
+        (fold_dir / workdir / "last.pt").unlink(missing_ok=True)
+    return record
+
+
+MODELS_LEVELS = [("teacher", "trial"), ("student", "trial"), ("teacher", "window"), ("student", "window")]
+
+
+def summarize(records: list[dict], *, protocol: str, seconds: float, cfg: Config) -> dict:
+    summary = {"protocol": protocol, "folds": len(records), "seconds": round(seconds, 1),
+               "averaging": cfg.eval.averaging, "config_hash": cache_hash(cfg)}
+    for model, level in MODELS_LEVELS:
+        if all(model in r for r in records):
+            summary[f"{model}_{level}"] = summarize_folds([r[model][level] for r in records])
+    return summary
+
+
+def summary_table(summary: dict) -> str:
+    rows = [(f"{model} ({level})", summary[f"{model}_{level}"]) for model, level in MODELS_LEVELS
+            if f"{model}_{level}" in summary]
+    return format_summary_table(rows)
+
+
+def run_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path,
+           resume: bool = False, kd: bool = True, max_folds: int | None = None) -> dict:
+    """Cross-validate teacher and student; returns the summary (also in summary.json)."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        raise XTinyHARError(f"{run_dir}: run directory exists and is not empty; pass --resume to "
+                            "continue it or choose another --run")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = run_dir / "config.yaml"
+    if saved.exists():
+        previous = yaml.safe_load(saved.read_text()) or {}
+        if previous.get("config", {}) != cfg.to_dict() or previous.get("kd") != kd:
+            raise XTinyHARError(f"{saved}: the run was started with another config or KD setting; "
+                                "resume it with the same ones or choose another --run")
+    else:
+        text = yaml.safe_dump({"config": cfg.to_dict(), "protocol": protocol, "kd": kd}, sort_keys=False)
+        atomic_write(saved, lambda f: f.write(text.encode()))
+
+    splits = make_splits(cache.subject, protocol, folds=cfg.eval.folds, seed=cfg.train.seed,
+                         val_subjects=cfg.eval.val_subjects)
+    if max_folds is not None:
+        splits = splits[:max_folds]
+    started = time.perf_counter()
+    records = []
+    for split in splits:
+        fold_dir = run_dir / "folds" / str(split.fold)
+        done = fold_dir / "metrics.json"
+        if resume and done.exists():
+            import json
+            log.info("fold %d finished earlier; skipping", split.fold)
+            records.append(json.loads(done.read_text()))
+            continue
+        if fold_dir.exists() and not resume:
+            shutil.rmtree(fold_dir)
+        log.info("fold %d/%d: test subjects %s", split.fold + 1, len(splits), split.test_subjects)
+        records.append(run_fold(cfg, cache, split, fold_dir, kd=kd, resume=resume))
+    summary = summarize(records, protocol=protocol, seconds=time.perf_counter() - started, cfg=cfg)
+    write_json(run_dir / "summary.json", summary)
+    return summary

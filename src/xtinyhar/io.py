@@ -1,0 +1,69 @@
+"""File output that never leaves a half-written file, and safe checkpoint loading."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from xtinyhar.errors import DataError
+
+
+def atomic_write(path: str | Path, write: Callable) -> None:
+    """Call ``write(binary_file)`` on a temp file beside ``path``, then rename over it.
+
+    A crash or Ctrl-C leaves any earlier file at ``path`` untouched and no partial file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    atomic_write(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
+
+
+def write_csv(path: str | Path, rows: list[dict]) -> None:
+    """Rows of dicts with the same keys -> CSV with a header, atomically."""
+    text = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    atomic_write(path, lambda f: f.write(text.getvalue().encode()))
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> None:
+    """torch.save of plain data (tensors, numbers, strings, lists, dicts), atomically."""
+    atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load with ``weights_only=True``: a checkpoint from a stranger cannot run code."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or unsafe files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: not a readable checkpoint ({reason[:200]})") from None
+    if not isinstance(payload, dict):
+        raise DataError(f"{path}: not an XTinyHAR checkpoint")
+    return payload

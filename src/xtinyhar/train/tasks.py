@@ -1,0 +1,209 @@
+"""Fit a teacher or a student on one split of a token cache; save and load checkpoints.
+
+Everything fitted (normalisation statistics of IMU and skeleton) is fitted on the training
+indices only and stored inside the model and its checkpoint. A checkpoint holds the model
+kind, its model config (rebuilds the model), the weights, the resolved run config, the
+class names, the cache hash, the training subjects and the package version; it is loaded
+with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from xtinyhar import __version__
+from xtinyhar.config import Config
+from xtinyhar.errors import DataError
+from xtinyhar.io import load_checkpoint, save_checkpoint
+from xtinyhar.models.student import InertialTransformer, StudentModelConfig
+from xtinyhar.models.teacher import STConvTeacher, TeacherModelConfig, skeleton_features
+from xtinyhar.preprocess.augment import augment as augment_imu
+from xtinyhar.preprocess.normalize import NormStats, fit_zscore
+from xtinyhar.preprocess.tokens import TokenCache
+from xtinyhar.train.kd import attention_transfer_loss, distillation_loss
+from xtinyhar.train.loop import Arrays, FitResult, FitSettings, fit, predict_logits
+
+HIP_JOINT = {"utd-mhad": 3, "synthetic": 3, "mm-fit": 0}  # Kinect hip_center; H36M hip
+
+
+@dataclass
+class Trained:
+    model: torch.nn.Module
+    result: FitResult
+
+
+def settings_from(cfg: Config, teacher: bool) -> FitSettings:
+    t = cfg.train
+    epochs = (t.teacher_epochs or t.epochs) if teacher else t.epochs
+    return FitSettings(epochs=epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
+                       seed=t.seed, warmup_epochs=t.warmup_epochs, patience=t.patience,
+                       grad_clip=t.grad_clip, threads=t.threads)
+
+
+def arrays(cache: TokenCache, index: np.ndarray, with_skeleton: bool) -> Arrays:
+    data = {"imu": cache.imu[index], "label": cache.label[index]}
+    if with_skeleton:
+        if cache.skeleton is None:
+            raise DataError("the token cache has no skeleton windows; the teacher needs them")
+        data["skeleton"] = cache.skeleton[index]
+    return data
+
+
+def imu_stats(cfg: Config, imu: np.ndarray) -> NormStats:
+    return fit_zscore(imu) if cfg.preproc.norm == "zscore" else NormStats.identity(imu.shape[-1])
+
+
+def skeleton_stats(skeleton: np.ndarray, hip_joint: int) -> NormStats:
+    features = skeleton_features(torch.from_numpy(skeleton), hip_joint).numpy()
+    return fit_zscore(features.reshape(*features.shape[:2], -1))
+
+
+def make_augment(cfg: Config, channel_std: np.ndarray):
+    """Training-only augmentation: IMU as configured; skeleton turned about the vertical
+    axis by up to the same angle and scaled by the same amount (a differently sized person
+    facing slightly away)."""
+    aug = cfg.preproc.augment
+
+    def apply(batch: Arrays, rng: np.random.Generator) -> Arrays:
+        out = dict(batch)
+        out["imu"] = augment_imu(batch["imu"], aug, channel_std, rng)
+        if "skeleton" in batch and (aug.rotation_deg > 0 or aug.scale > 0):
+            n = len(batch["skeleton"])
+            angle = np.deg2rad(rng.uniform(-aug.rotation_deg, aug.rotation_deg, n))
+            rot = np.zeros((n, 3, 3))
+            rot[:, 0, 0], rot[:, 0, 2], rot[:, 1, 1] = np.cos(angle), np.sin(angle), 1.0
+            rot[:, 2, 0], rot[:, 2, 2] = -np.sin(angle), np.cos(angle)
+            factor = rng.uniform(1 - aug.scale, 1 + aug.scale, (n, 1, 1, 1))
+            out["skeleton"] = (np.einsum("nij,ntkj->ntki", rot, batch["skeleton"]) * factor).astype(np.float32)
+        return out
+
+    return apply
+
+
+def student_config(cfg: Config, n_classes: int) -> StudentModelConfig:
+    s, dp = cfg.model.student, cfg.preproc.dynamic_patch
+    return StudentModelConfig(
+        n_classes=n_classes, window=cfg.data.window, channels=cfg.data.imu_channels,
+        imu_hz=cfg.preproc.resample_hz, dim=s.D, depth=s.L, heads=s.heads, mlp_ratio=s.mlp_ratio,
+        p_default=s.p_default, p_min=dp.p_min, p_max=dp.p_max, tau_low=dp.tau_low,
+        tau_high=dp.tau_high, dynamic_patching=dp.enabled, stem_channels=s.stem_channels,
+        pos_embedding=s.pos_embedding, dropout=s.dropout)
+
+
+def teacher_config(cfg: Config, n_classes: int, joints: int) -> TeacherModelConfig:
+    s, t, dp = cfg.model.student, cfg.model.teacher, cfg.preproc.dynamic_patch
+    return TeacherModelConfig(
+        n_classes=n_classes, window=cfg.data.window, channels=cfg.data.imu_channels,
+        imu_hz=cfg.preproc.resample_hz,
+        skeleton_frames=int(round(cfg.data.window * cfg.preproc.skeleton_hz / cfg.preproc.resample_hz)),
+        joints=joints, hip_joint=HIP_JOINT[cfg.data.dataset], dim=t.D, depth=t.L, heads=t.heads,
+        mlp_ratio=t.mlp_ratio, skeleton_tokens=t.skeleton_tokens, p_default=s.p_default,
+        p_min=dp.p_min, p_max=dp.p_max, tau_low=dp.tau_low, tau_high=dp.tau_high,
+        dynamic_patching=dp.enabled, stem_channels=s.stem_channels, pos_embedding=s.pos_embedding,
+        dropout=t.dropout)
+
+
+def teacher_forward(model, batch):
+    return model(batch["imu"], batch["skeleton"])
+
+
+def student_forward(model, batch):
+    return model(batch["imu"])
+
+
+def fit_teacher(cfg: Config, cache: TokenCache, train_idx: np.ndarray, val_idx: np.ndarray, *,
+                workdir: Path | None = None, resume: bool = False, desc: str = "teacher") -> Trained:
+    """Train the multimodal teacher on ``train_idx``, selecting on ``val_idx``."""
+    train, val = arrays(cache, train_idx, True), arrays(cache, val_idx, True)
+    torch.manual_seed(cfg.train.seed)
+    model = STConvTeacher(teacher_config(cfg, len(cache.class_names), cache.skeleton.shape[2]))
+    imu_norm = imu_stats(cfg, train["imu"])
+    skel_norm = skeleton_stats(train["skeleton"], model.cfg.hip_joint)
+    model.set_normalization(imu_norm.mean, imu_norm.std, skel_norm.mean, skel_norm.std)
+    smoothing = cfg.train.label_smoothing
+
+    def step(m, batch):
+        logits = teacher_forward(m, batch)
+        return F.cross_entropy(logits, batch["label"], label_smoothing=smoothing), logits
+
+    result = fit(model, train, val, step, settings_from(cfg, teacher=True),
+                 augment=make_augment(cfg, imu_norm.std), workdir=workdir, resume=resume, desc=desc)
+    return Trained(model, result)
+
+
+def fit_student(cfg: Config, cache: TokenCache, train_idx: np.ndarray, val_idx: np.ndarray, *,
+                teacher: STConvTeacher | None = None, workdir: Path | None = None,
+                resume: bool = False, desc: str = "student") -> Trained:
+    """Train the IMU-only student, distilling from ``teacher`` when given (else plain CE).
+
+    Soft targets are the teacher's logits on the clean (un-augmented) training windows,
+    computed once. With ``distill.attention_weight > 0`` the teacher also runs on each
+    augmented batch to supply its attention maps.
+    """
+    train, val = arrays(cache, train_idx, False), arrays(cache, val_idx, False)
+    d, smoothing = cfg.distill, cfg.train.label_smoothing
+    use_attention = teacher is not None and d.attention_weight > 0
+    if teacher is not None:
+        full = arrays(cache, train_idx, True)
+        train["teacher_logits"] = predict_logits(teacher, full, teacher_forward).astype(np.float32)
+        if use_attention:
+            train["skeleton"] = full["skeleton"]
+        val["teacher_logits"] = predict_logits(teacher, arrays(cache, val_idx, True),
+                                               teacher_forward).astype(np.float32)
+    torch.manual_seed(cfg.train.seed)
+    model = InertialTransformer(student_config(cfg, len(cache.class_names)))
+    imu_norm = imu_stats(cfg, train["imu"])
+    model.set_normalization(imu_norm.mean, imu_norm.std)
+
+    def step(m, batch):
+        if teacher is None:
+            logits = m(batch["imu"])
+            return F.cross_entropy(logits, batch["label"], label_smoothing=smoothing), logits
+        if use_attention and m.training:
+            logits, maps = m(batch["imu"], return_attention=True)
+            with torch.no_grad():
+                teacher.eval()
+                _, teacher_maps = teacher(batch["imu"], batch["skeleton"], return_attention=True)
+                _, mask, _ = m.tokenizer(batch["imu"])
+            loss = distillation_loss(logits, batch["teacher_logits"], batch["label"], T=d.T,
+                                     alpha=d.alpha, label_smoothing=smoothing)
+            loss = loss + d.attention_weight * attention_transfer_loss(
+                maps, teacher_maps, teacher.n_skeleton_tokens, mask)
+            return loss, logits
+        logits = m(batch["imu"])
+        return distillation_loss(logits, batch["teacher_logits"], batch["label"], T=d.T,
+                                 alpha=d.alpha, label_smoothing=smoothing), logits
+
+    result = fit(model, train, val, step, settings_from(cfg, teacher=False),
+                 augment=make_augment(cfg, imu_norm.std), workdir=workdir, resume=resume, desc=desc)
+    return Trained(model, result)
+
+
+# ------------------------------------------------------------------------- checkpoints
+
+def save_model(path: str | Path, model: torch.nn.Module, *, cfg: Config, class_names: list[str],
+               cache_hash: str, train_subjects: list[int], extra: dict | None = None) -> None:
+    kind = "teacher" if isinstance(model, STConvTeacher) else "student"
+    save_checkpoint(path, {
+        "format": "xtinyhar-checkpoint-1", "kind": kind, "version": __version__,
+        "model_config": model.cfg.to_dict(), "state_dict": model.state_dict(),
+        "config": cfg.to_dict(), "class_names": list(class_names), "cache_hash": cache_hash,
+        "train_subjects": [int(s) for s in train_subjects], **(extra or {})})
+
+
+def load_model(path: str | Path, kind: str | None = None) -> tuple[torch.nn.Module, dict]:
+    """Rebuild a model from its checkpoint's model config and weights (eval mode)."""
+    payload = load_checkpoint(path)
+    if payload.get("format") != "xtinyhar-checkpoint-1":
+        raise DataError(f"{path}: not an XTinyHAR model checkpoint")
+    if kind is not None and payload["kind"] != kind:
+        raise DataError(f"{path}: is a {payload['kind']} checkpoint, expected a {kind}")
+    cls = STConvTeacher if payload["kind"] == "teacher" else InertialTransformer
+    model = cls.from_config(payload["model_config"])
+    model.load_state_dict(payload["state_dict"])
+    return model.eval(), payload
