@@ -12,6 +12,7 @@ trial's prediction is the mean of its windows' probabilities).
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -112,8 +113,8 @@ def run_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Path, *, kd
         write_csv(fold_dir / "history.csv", [{k: row.get(k, "") for k in keys} for row in histories])
     atomic_write(fold_dir / "predictions.npz", lambda f: np.savez(f, **predictions))
     write_json(fold_dir / "metrics.json", record)  # written last: marks the fold finished
-    for workdir in ("fit_teacher", "fit_student"):
-        (fold_dir / workdir / "last.pt").unlink(missing_ok=True)
+    for workdir in ("fit_teacher", "fit_student"):  # resume state; history.csv has it all
+        shutil.rmtree(fold_dir / workdir, ignore_errors=True)
     return record
 
 
@@ -163,7 +164,6 @@ def run_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path
         fold_dir = run_dir / "folds" / str(split.fold)
         done = fold_dir / "metrics.json"
         if resume and done.exists():
-            import json
             log.info("fold %d finished earlier; skipping", split.fold)
             records.append(json.loads(done.read_text()))
             continue

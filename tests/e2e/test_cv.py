@@ -1,0 +1,137 @@
+"""End to end on a tiny synthetic dataset: prepare -> cv (teacher + distilled student) ->
+run directory; checkpoints round-trip; resume skips finished folds; CLI commands."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from xtinyhar.cli import main
+from xtinyhar.config import load_config
+from xtinyhar.evaluate.cv import run_cv
+from xtinyhar.preprocess.tokens import load_token_cache
+from xtinyhar.train.tasks import load_model
+
+from conftest import CONFIGS
+
+TINY = {
+    "data": {"synthetic": {"subjects": 6, "trials_per_class": 2, "seconds": 3.0, "seed": 1}},
+    "model": {"student": {"D": 16, "L": 1, "heads": 2, "stem_channels": 8},
+              "teacher": {"D": 32, "L": 1, "heads": 2}},
+    "train": {"epochs": 8, "batch_size": 32, "lr": 3e-3, "warmup_epochs": 1, "threads": 1},
+    "eval": {"folds": 3},
+}
+
+
+def merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    raw = merge(yaml.safe_load((CONFIGS / "synthetic.yaml").read_text()), TINY)
+    config = folder / "tiny.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    tokens = folder / "tokens.npz"
+    assert main(["prepare", "--config", str(config), "--out", str(tokens)]) == 0
+    cfg = load_config(config)
+    cache = load_token_cache(tokens, cfg)
+    run = folder / "run"
+    summary = run_cv(cfg, cache, protocol="kfold", run_dir=run)
+    return {"config": config, "tokens": tokens, "cfg": cfg, "cache": cache, "run": run,
+            "summary": summary, "folder": folder}
+
+
+def test_cv_learns_well_above_chance(tiny):
+    chance = 1 / len(tiny["cache"].class_names)
+    s = tiny["summary"]
+    assert s["folds"] == 3
+    assert s["student_trial"]["accuracy"]["mean"] > 3 * chance
+    assert s["teacher_trial"]["accuracy"]["mean"] > 3 * chance
+
+
+def test_run_directory_layout_and_subject_independence(tiny):
+    run = tiny["run"]
+    assert (run / "config.yaml").exists() and (run / "summary.json").exists()
+    tested = []
+    for k in range(3):
+        fold = run / "folds" / str(k)
+        for name in ("metrics.json", "history.csv", "predictions.npz", "teacher.pt", "student.pt"):
+            assert (fold / name).exists(), name
+        metrics = json.loads((fold / "metrics.json").read_text())
+        sides = [set(metrics[key]) for key in ("train_subjects", "val_subjects", "test_subjects")]
+        assert not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
+        tested += metrics["test_subjects"]
+        assert set(metrics["student"]) == {"window", "trial"}
+        assert len(metrics["student"]["trial"]["confusion"]) == len(tiny["cache"].class_names)
+        pred = np.load(fold / "predictions.npz")
+        np.testing.assert_allclose(pred["student_window_probs"].sum(1), 1.0, rtol=1e-5)
+        history = (fold / "history.csv").read_text().splitlines()
+        assert history[0].startswith("model,epoch,train_loss") and len(history) > 2
+    assert sorted(tested) == list(range(1, 7))
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tiny):
+    fold = tiny["run"] / "folds" / "0"
+    cache = tiny["cache"]
+    imu = torch.from_numpy(cache.imu[:16])
+    skel = torch.from_numpy(cache.skeleton[:16])
+    student, payload = load_model(fold / "student.pt", "student")
+    assert payload["class_names"] == cache.class_names and payload["distilled"] is True
+    again, _ = load_model(fold / "student.pt")
+    assert torch.equal(student(imu), again(imu))
+    teacher, _ = load_model(fold / "teacher.pt", "teacher")
+    assert teacher(imu, skel).shape == (16, len(cache.class_names))
+    # the stored normalisation is the training fold's, not the whole dataset's
+    train_subjects = payload["train_subjects"]
+    train = cache.imu[np.isin(cache.subject, train_subjects)]
+    np.testing.assert_allclose(student.tokenizer.norm_mean.numpy(),
+                               train.reshape(-1, 6).mean(0), rtol=1e-4, atol=1e-5)
+
+
+def test_resume_skips_finished_folds(tiny, caplog):
+    before = (tiny["run"] / "folds" / "0" / "student.pt").stat().st_mtime_ns
+    with caplog.at_level("INFO"):
+        summary = run_cv(tiny["cfg"], tiny["cache"], protocol="kfold", run_dir=tiny["run"], resume=True)
+    assert (tiny["run"] / "folds" / "0" / "student.pt").stat().st_mtime_ns == before
+    assert summary["student_trial"] == tiny["summary"]["student_trial"]
+    assert "finished earlier" in caplog.text
+
+
+def test_refuses_to_overwrite_a_run(tiny, capsys):
+    code = main(["cv", "--config", str(tiny["config"]), "--tokens", str(tiny["tokens"]),
+                 "--run", str(tiny["run"])])
+    assert code == 2 and "pass --resume" in capsys.readouterr().err
+
+
+def test_train_teacher_then_student_commands(tiny, capsys):
+    folder = tiny["folder"]
+    common = ["--config", str(tiny["config"]), "--tokens", str(tiny["tokens"]),
+              "--protocol", "kfold", "--fold", "1"]
+    assert main(["train-teacher", *common, "--save", str(folder / "t.pt")]) == 0
+    assert main(["train-student", *common, "--teacher", str(folder / "t.pt"),
+                 "--save", str(folder / "s.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "test trial  accuracy" in out and (folder / "s.pt").exists()
+    # a teacher trained on other subjects is refused (it would leak the student's test set)
+    code = main(["train-student", "--config", str(tiny["config"]), "--tokens", str(tiny["tokens"]),
+                 "--protocol", "kfold", "--fold", "0", "--teacher", str(folder / "t.pt"),
+                 "--save", str(folder / "s0.pt")])
+    assert code == 2 and "must not have seen" in capsys.readouterr().err
+    assert main(["profile", "--model", str(folder / "s.pt"), str(folder / "t.pt")]) == 0
+    assert "MFLOPs" in capsys.readouterr().out
+
+
+def test_stale_tokens_are_refused(tiny, tmp_path, capsys):
+    raw = yaml.safe_load(tiny["config"].read_text())
+    raw["data"]["stride"] = 25
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(raw))
+    code = main(["cv", "--config", str(other), "--tokens", str(tiny["tokens"]), "--run", str(tmp_path / "r")])
+    assert code == 2 and "stale token cache" in capsys.readouterr().err

@@ -1,0 +1,61 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from xtinyhar.train.kd import attention_transfer_loss, distillation_loss, imu_attention
+
+
+def pytest_approx(value):
+    return pytest.approx(value, rel=1e-9, abs=1e-12)
+
+
+def hand_kd(s, t, y, T, alpha):
+    """alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y), by hand."""
+    total = 0.0
+    for si, ti, yi in zip(s, t, y):
+        ps = np.exp(si / T) / np.exp(si / T).sum()
+        pt = np.exp(ti / T) / np.exp(ti / T).sum()
+        kl = float((pt * np.log(pt / ps)).sum())
+        ce = -math.log(np.exp(si[yi]) / np.exp(si).sum())
+        total += alpha * T * T * kl + (1 - alpha) * ce
+    return total / len(s)
+
+
+def test_kd_loss_matches_a_hand_computation():
+    s = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]])
+    t = np.array([[3.0, -1.0, 0.0], [-0.5, 1.5, 0.2]])
+    y = np.array([0, 2])
+    got = distillation_loss(torch.tensor(s), torch.tensor(t), torch.tensor(y), T=3.0, alpha=0.7)
+    assert float(got) == pytest_approx(hand_kd(s, t, y, 3.0, 0.7))
+
+
+def test_kd_loss_limits():
+    s = torch.tensor([[1.0, 2.0, 0.0]])
+    y = torch.tensor([1])
+    # alpha 0: plain cross-entropy; identical logits: the soft term vanishes
+    ce = torch.nn.functional.cross_entropy(s, y)
+    assert float(distillation_loss(s, torch.randn(1, 3), y, T=3, alpha=0.0)) == pytest_approx(float(ce))
+    assert float(distillation_loss(s, s.clone(), y, T=3, alpha=1.0)) == pytest_approx(0.0)
+
+
+def test_kd_gradient_does_not_reach_the_teacher():
+    s = torch.randn(4, 5, requires_grad=True)
+    t = torch.randn(4, 5, requires_grad=True)
+    distillation_loss(s, t, torch.tensor([0, 1, 2, 3]), T=2, alpha=0.5).backward()
+    assert s.grad is not None and t.grad is None
+
+
+def test_attention_transfer_is_zero_for_identical_maps_and_positive_otherwise():
+    torch.manual_seed(0)
+    n_skel, n_imu = 3, 4
+    student = torch.softmax(torch.randn(2, 2, n_imu, n_imu), -1)
+    teacher = torch.zeros(2, 2, n_skel + n_imu, n_skel + n_imu)
+    teacher[:, :, n_skel:, n_skel:] = student
+    mask = torch.ones(2, n_imu, dtype=torch.bool)
+    assert float(attention_transfer_loss([student], [teacher], n_skel, mask)) < 1e-12
+    other = torch.softmax(torch.randn(2, 2, n_imu, n_imu), -1)
+    assert float(attention_transfer_loss([other], [teacher], n_skel, mask)) > 0
+    rows = imu_attention([teacher], n_skel).sum(-1)
+    torch.testing.assert_close(rows, torch.ones_like(rows))
