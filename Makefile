@@ -19,6 +19,8 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/xtinyhar prepare --config configs/synthetic.yaml --out data_cache/synthetic_tokens.npz
+	rm -rf runs/demo
+	$(BIN)/xtinyhar cv --config configs/synthetic.yaml --tokens data_cache/synthetic_tokens.npz --run runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

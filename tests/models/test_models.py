@@ -80,7 +80,8 @@ def test_attention_rows_sum_to_one_and_ignore_padded_tokens(name):
     build, inputs = MODELS[name]
     model = build()
     x = inputs(4)
-    _, maps = model(*x, return_attention=True)
+    with torch.no_grad():
+        _, maps = model(*x, return_attention=True)
     imu_tokens = model.tokenizer if hasattr(model, "tokenizer") else model.imu
     _, mask, _ = imu_tokens(x[0])
     if name == "teacher":

@@ -68,6 +68,7 @@ def run_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Path, *, kd
              resume: bool) -> dict:
     """Train (or reload) teacher and student for one fold; write its files; return metrics."""
     fold_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
     chash = cache.meta["config_hash"]
     record = _fold_record(split)
     predictions: dict[str, np.ndarray] = {"test_index": split.test, "label": cache.label[split.test],
@@ -112,6 +113,7 @@ def run_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Path, *, kd
         keys = list(dict.fromkeys(k for row in histories for k in row))
         write_csv(fold_dir / "history.csv", [{k: row.get(k, "") for k in keys} for row in histories])
     atomic_write(fold_dir / "predictions.npz", lambda f: np.savez(f, **predictions))
+    record["seconds"] = round(time.perf_counter() - started, 1)
     write_json(fold_dir / "metrics.json", record)  # written last: marks the fold finished
     for workdir in ("fit_teacher", "fit_student"):  # resume state; history.csv has it all
         shutil.rmtree(fold_dir / workdir, ignore_errors=True)
@@ -121,7 +123,9 @@ def run_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Path, *, kd
 MODELS_LEVELS = [("teacher", "trial"), ("student", "trial"), ("teacher", "window"), ("student", "window")]
 
 
-def summarize(records: list[dict], *, protocol: str, seconds: float, cfg: Config) -> dict:
+def summarize(records: list[dict], *, protocol: str, cfg: Config) -> dict:
+    """Mean and std over folds; ``seconds`` adds up the folds' wall times (resumed included)."""
+    seconds = sum(r.get("seconds", 0.0) for r in records)
     summary = {"protocol": protocol, "folds": len(records), "seconds": round(seconds, 1),
                "averaging": cfg.eval.averaging, "config_hash": cache_hash(cfg)}
     for model, level in MODELS_LEVELS:
@@ -158,7 +162,6 @@ def run_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path
                          val_subjects=cfg.eval.val_subjects)
     if max_folds is not None:
         splits = splits[:max_folds]
-    started = time.perf_counter()
     records = []
     for split in splits:
         fold_dir = run_dir / "folds" / str(split.fold)
@@ -171,6 +174,6 @@ def run_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path
             shutil.rmtree(fold_dir)
         log.info("fold %d/%d: test subjects %s", split.fold + 1, len(splits), split.test_subjects)
         records.append(run_fold(cfg, cache, split, fold_dir, kd=kd, resume=resume))
-    summary = summarize(records, protocol=protocol, seconds=time.perf_counter() - started, cfg=cfg)
+    summary = summarize(records, protocol=protocol, cfg=cfg)
     write_json(run_dir / "summary.json", summary)
     return summary
