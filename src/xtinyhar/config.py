@@ -150,7 +150,7 @@ class DistillConfig:
 class EvalConfig:
     folds: int = field(default=5, metadata=_range(2))
     averaging: str = field(default="micro", metadata=_range(choices=("micro", "macro")))
-    val_subjects: int = field(default=1, metadata=_range(1))
+    val_subjects: int = field(default=1, metadata=_range(0))  # 0: no validation, keep the last epoch
     protocol: str = field(default="kfold", metadata=_range(choices=("kfold", "loso", "standard")))
 
 

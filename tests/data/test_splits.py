@@ -74,3 +74,8 @@ def test_bad_requests(trial_subjects):
         make_splits(trial_subjects, "standard", val_subjects=4)
     with pytest.raises(XTinyHARError, match="unknown protocol"):
         make_splits(trial_subjects, "random")
+
+
+def test_zero_validation_subjects_keeps_all_training_subjects(trial_subjects):
+    (split,) = make_splits(trial_subjects, "standard", val_subjects=0)
+    assert split.train_subjects == (1, 3, 5, 7) and split.val_subjects == () and len(split.val) == 0

@@ -98,3 +98,12 @@ def test_warmup_cosine_schedule():
     assert warmup_cosine(9, 10, 100) == pytest.approx(1.0)
     assert warmup_cosine(55, 10, 100) == pytest.approx(0.5)
     assert warmup_cosine(100, 10, 100) == pytest.approx(0.0)
+
+
+def test_without_validation_the_last_epoch_is_kept():
+    torch.manual_seed(0)
+    model = Tiny()
+    empty = {k: v[:0] for k, v in data(10, 1).items()}
+    result = fit(model, data(200, 0), empty, step, SETTINGS)
+    assert len(result.history) == SETTINGS.epochs and result.best_epoch == SETTINGS.epochs
+    assert np.isnan(result.best_score)

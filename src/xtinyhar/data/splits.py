@@ -66,8 +66,11 @@ def standard_test_sets(subjects: np.ndarray,
 
 def carve_validation(subjects: np.ndarray, train: np.ndarray, n_val_subjects: int,
                      seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Move ``n_val_subjects`` randomly chosen training subjects to a validation set."""
+    """Move ``n_val_subjects`` randomly chosen training subjects to a validation set
+    (none with 0: then training keeps its last epoch instead of selecting on validation)."""
     pool = np.unique(subjects[train])
+    if n_val_subjects == 0:
+        return train, train[:0]
     if n_val_subjects >= len(pool):
         raise XTinyHARError(f"eval.val_subjects ({n_val_subjects}) leaves no training subject "
                             f"(only {len(pool)} available)")

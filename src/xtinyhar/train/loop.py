@@ -110,7 +110,8 @@ def evaluate(model: torch.nn.Module, data: Arrays, step: Step, batch_size: int =
 def fit(model: torch.nn.Module, train: Arrays, val: Arrays, step: Step, settings: FitSettings, *,
         augment: Augment | None = None, workdir: str | Path | None = None, resume: bool = False,
         desc: str = "fit") -> FitResult:
-    """Train ``model`` in place; on return it holds the best validation weights."""
+    """Train ``model`` in place; on return it holds the best validation weights (the last
+    epoch's when ``val`` is empty)."""
     torch.set_num_threads(settings.threads)
     n = len(train["label"])
     steps_per_epoch = math.ceil(n / settings.batch_size)
@@ -165,8 +166,12 @@ def fit(model: torch.nn.Module, train: Arrays, val: Arrays, step: Step, settings
         predicted, truth = np.concatenate(predicted), np.concatenate(truth)
         train_metrics = {"loss": loss_sum / seen, "acc": float((predicted == truth).mean()),
                          "f1": float(f1_score(truth, predicted, average="macro"))}
-        val_metrics = evaluate(model, val, step)
-        score = (val_metrics["f1"], -val_metrics["loss"])
+        if len(val["label"]):
+            val_metrics = evaluate(model, val, step)
+            score = (val_metrics["f1"], -val_metrics["loss"])
+        else:  # no validation subjects: the last epoch is the result
+            val_metrics = {"loss": float("nan"), "acc": float("nan"), "f1": float("nan")}
+            score = (float(epoch), 0.0)
         if score > best["score"]:
             best = {"score": score, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
         history.append({"epoch": epoch + 1, "train_loss": round(train_metrics["loss"], 5),
@@ -184,5 +189,6 @@ def fit(model: torch.nn.Module, train: Arrays, val: Arrays, step: Step, settings
                 "best_score": list(best["score"]), "best_epoch": best["epoch"],
                 "best_state": best["state"]})
     model.load_state_dict(best["state"])
-    return FitResult(best_epoch=best["epoch"] + 1, best_score=best["score"][0], history=history,
+    best_score = best["score"][0] if len(val["label"]) else float("nan")
+    return FitResult(best_epoch=best["epoch"] + 1, best_score=best_score, history=history,
                      seconds=time.perf_counter() - started)

@@ -153,8 +153,9 @@ def fit_student(cfg: Config, cache: TokenCache, train_idx: np.ndarray, val_idx: 
         train["teacher_logits"] = predict_logits(teacher, full, teacher_forward).astype(np.float32)
         if use_attention:
             train["skeleton"] = full["skeleton"]
-        val["teacher_logits"] = predict_logits(teacher, arrays(cache, val_idx, True),
-                                               teacher_forward).astype(np.float32)
+        n_classes = train["teacher_logits"].shape[1]
+        val["teacher_logits"] = (predict_logits(teacher, arrays(cache, val_idx, True), teacher_forward)
+                                 if len(val_idx) else np.zeros((0, n_classes))).astype(np.float32)
     torch.manual_seed(cfg.train.seed)
     model = InertialTransformer(student_config(cfg, len(cache.class_names)))
     imu_norm = imu_stats(cfg, train["imu"])
