@@ -14,7 +14,6 @@ validation subjects); the test subjects are only ever used for these numbers.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from xtinyhar.config import load_config
 from xtinyhar.data import load_dataset
 from xtinyhar.evaluate.cv import run_cv
+from xtinyhar.io import write_json
 from xtinyhar.preprocess.tokens import build_token_cache
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,7 +93,7 @@ def main() -> int:
     print(f"{'-' * width}  {'-' * 15}  ------")
     for what, value, target in rows:
         print(f"{what:<{width}}  {value:>15}  {target}")
-    (runs / "bench_accuracy.json").write_text(json.dumps(rows, indent=1))
+    write_json(runs / "bench_accuracy.json", {"config": str(args.config), "rows": rows})
     return 0
 
 

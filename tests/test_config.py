@@ -14,8 +14,8 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_utd_config_keeps_the_seed_values():
-    cfg = load_config(CONFIGS / "utd_mhad.yaml")
+def test_paper_config_keeps_the_seed_values():
+    cfg = load_config(CONFIGS / "utd_mhad_paper.yaml")
     assert (cfg.data.imu_sr, cfg.data.window, cfg.data.stride, cfg.data.imu_channels) == (50, 100, 50, 6)
     assert cfg.preproc.resample_hz == 50 and cfg.preproc.norm == "zscore"
     dp = cfg.preproc.dynamic_patch
@@ -27,6 +27,22 @@ def test_utd_config_keeps_the_seed_values():
     assert (t.batch_size, t.lr, t.weight_decay, t.seed) == (64, 1e-4, 1e-5, 42)
     assert isinstance(t.lr, float)  # YAML reads "1e-4" as a string; we convert it
     assert (cfg.distill.T, cfg.distill.alpha, cfg.eval.folds) == (3.0, 0.7, 5)
+
+
+def test_default_utd_config_has_the_seed_keys():
+    import yaml
+
+    def keys(tree, prefix=""):
+        out = set()
+        for key, value in tree.items():
+            out.add(prefix + key)
+            if isinstance(value, dict):
+                out |= keys(value, prefix + key + ".")
+        return out
+
+    ours = keys(yaml.safe_load((CONFIGS / "utd_mhad.yaml").read_text()))
+    seed = keys(yaml.safe_load((CONFIGS / "utd_mhad_paper.yaml").read_text()))
+    assert seed <= ours
 
 
 def test_data_root_resolves_against_the_project_root_from_any_cwd(monkeypatch, tmp_path):
@@ -81,7 +97,7 @@ def test_round_trip_through_dict_and_cache_hash():
     again = config_from_dict(cfg.to_dict())
     assert again == cfg
     assert cache_hash(again) == cache_hash(cfg)
-    changed = load_config(CONFIGS / "utd_mhad.yaml", {"data.stride": 25})
+    changed = load_config(CONFIGS / "utd_mhad.yaml", {"data.stride": 30})
     assert cache_hash(changed) != cache_hash(cfg)
     # training keys and the data location do not change what prepare writes
     same = load_config(CONFIGS / "utd_mhad.yaml", {"train.epochs": 99, "data.root": "/x"})

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -78,6 +81,22 @@ def _report_test(model, cache, split, cfg, teacher: bool) -> None:
               f"kappa {m['kappa'] if m['kappa'] is None else round(m['kappa'], 3)}  (n={m['n']})")
 
 
+def _workdir(save: str) -> Path:
+    """Resume state of a training command: ``<save>.fit/`` beside the checkpoint."""
+    return Path(str(save) + ".fit")
+
+
+def _finish_fit(result, workdir: Path, save: str) -> None:
+    """Keep the epoch history beside the checkpoint, drop the resume state, report."""
+    history = workdir / "history.csv"
+    if history.exists():
+        os.replace(history, Path(str(save)).with_suffix(".history.csv"))
+    shutil.rmtree(workdir, ignore_errors=True)
+    chosen = ("last epoch, no validation subjects" if math.isnan(result.best_score)
+              else f"validation macro-F1 {result.best_score:.3f}")
+    print(f"kept epoch {result.best_epoch} ({chosen}), {result.seconds:.0f} s")
+
+
 def cmd_train_teacher(args: argparse.Namespace) -> int:
     """Train the multimodal teacher on one split's training subjects and save it."""
     from xtinyhar.train.tasks import fit_teacher, save_model
@@ -87,11 +106,11 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
     split = _split(cfg, cache, args)
     print(f"train subjects {split.train_subjects}, validation {split.val_subjects}, "
           f"test {split.test_subjects}")
-    trained = fit_teacher(cfg, cache, split.train, split.val)
+    workdir = _workdir(args.save)
+    trained = fit_teacher(cfg, cache, split.train, split.val, workdir=workdir, resume=args.resume)
     save_model(args.save, trained.model, cfg=cfg, class_names=cache.class_names,
                cache_hash=cache.meta["config_hash"], train_subjects=list(split.train_subjects))
-    print(f"best epoch {trained.result.best_epoch} (validation macro-F1 {trained.result.best_score:.3f}), "
-          f"{trained.result.seconds:.0f} s")
+    _finish_fit(trained.result, workdir, args.save)
     _report_test(trained.model, cache, split, cfg, teacher=True)
     print(f"wrote {args.save}")
     return 0
@@ -113,12 +132,13 @@ def cmd_train_student(args: argparse.Namespace) -> int:
             raise XTinyHARError(f"{args.teacher}: trained on subjects {payload['train_subjects']}, "
                                 f"but this split trains on {list(split.train_subjects)}; a teacher "
                                 "must not have seen the student's validation or test subjects")
-    trained = fit_student(cfg, cache, split.train, split.val, teacher=teacher)
+    workdir = _workdir(args.save)
+    trained = fit_student(cfg, cache, split.train, split.val, teacher=teacher, workdir=workdir,
+                          resume=args.resume)
     save_model(args.save, trained.model, cfg=cfg, class_names=cache.class_names,
                cache_hash=cache.meta["config_hash"], train_subjects=list(split.train_subjects),
                extra={"distilled": teacher is not None})
-    print(f"best epoch {trained.result.best_epoch} (validation macro-F1 {trained.result.best_score:.3f}), "
-          f"{trained.result.seconds:.0f} s")
+    _finish_fit(trained.result, workdir, args.save)
     _report_test(trained.model, cache, split, cfg, teacher=False)
     print(f"wrote {args.save}")
     return 0
@@ -202,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(teach)
     _add_split(teach)
     teach.add_argument("--save", required=True, help="checkpoint to write, e.g. runs/teacher_utd.pt")
+    teach.add_argument("--resume", action="store_true",
+                       help="continue an interrupted run from its last finished epoch (<save>.fit/)")
     teach.set_defaults(func=cmd_train_teacher)
 
     stud = sub.add_parser("train-student", help="train the IMU-only student, distilled from a teacher")
@@ -210,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     stud.add_argument("--teacher", help="teacher checkpoint from train-teacher (same split)")
     stud.add_argument("--no-kd", action="store_true", help="train without distillation")
     stud.add_argument("--save", required=True, help="checkpoint to write, e.g. runs/student_it_utd.pt")
+    stud.add_argument("--resume", action="store_true",
+                      help="continue an interrupted run from its last finished epoch (<save>.fit/)")
     stud.set_defaults(func=cmd_train_student)
 
     cv = sub.add_parser("cv", help="subject-independent cross-validation of teacher + student")

@@ -119,6 +119,12 @@ def test_train_teacher_then_student_commands(tiny, capsys):
                  "--save", str(folder / "s.pt")]) == 0
     out = capsys.readouterr().out
     assert "test trial  accuracy" in out and (folder / "s.pt").exists()
+    # the epoch history stays beside the checkpoint; the resume state is gone once finished
+    assert (folder / "s.history.csv").read_text().startswith("epoch,train_loss")
+    assert not (folder / "s.pt.fit").exists() and not (folder / "t.pt.fit").exists()
+    # --resume with no interrupted state simply trains from the start
+    assert main(["train-student", *common, "--no-kd", "--resume", "--save", str(folder / "s2.pt")]) == 0
+    assert "kept epoch" in capsys.readouterr().out
     # a teacher trained on other subjects is refused (it would leak the student's test set)
     code = main(["train-student", "--config", str(tiny["config"]), "--tokens", str(tiny["tokens"]),
                  "--protocol", "kfold", "--fold", "0", "--teacher", str(folder / "t.pt"),

@@ -61,7 +61,7 @@ def test_skeleton_window_covers_the_imu_window_span(utd_cache, utd_trials):
 
 def test_fixed_patching_tokens_are_the_window_cut_in_pieces(utd_config, utd_trials):
     trials, classes = utd_trials
-    cfg = load_config(CONFIGS / "utd_mhad.yaml", {"data.root": utd_config.data.root,
+    cfg = load_config(CONFIGS / "utd_mhad_paper.yaml", {"data.root": utd_config.data.root,
                                                   "preproc.dynamic_patch.enabled": False})
     cache = build_token_cache(cfg, trials[:20], classes)
     assert cache.tokens.shape[1:] == (5, 20, 6) and cache.token_mask.all()
@@ -97,7 +97,7 @@ def test_failed_write_keeps_the_old_file(utd_cache, tmp_path, monkeypatch):
 def test_stale_cache_is_refused(utd_cache, utd_config, tmp_path):
     path = tmp_path / "cache.npz"
     save_token_cache(path, utd_cache)
-    other = load_config(CONFIGS / "utd_mhad.yaml", {"data.stride": 25})
+    other = load_config(CONFIGS / "utd_mhad_paper.yaml", {"data.stride": 25})
     with pytest.raises(StaleCacheError, match="stale token cache") as err:
         load_token_cache(path, other)
     assert str(path) in str(err.value) and "xtinyhar prepare" in str(err.value)
