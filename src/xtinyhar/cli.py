@@ -191,6 +191,70 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a student checkpoint to ONNX (+ int8), with parity and accuracy on held-out subjects."""
+    from xtinyhar.config import config_from_dict
+    from xtinyhar.export.to_onnx import export_checkpoint
+    from xtinyhar.train.tasks import load_model
+
+    model, payload = load_model(args.model)
+    if payload["kind"] != "student":
+        raise XTinyHARError(f"{args.model}: is a {payload['kind']} checkpoint; export takes the "
+                            "IMU-only student (the teacher needs a skeleton a wearable does not have)")
+    raw = payload["config"]
+    if args.root:
+        raw = {**raw, "data": {**raw["data"], "root": str(Path(args.root).resolve())}}
+    cfg = config_from_dict(raw, source=f"{args.model} (its training config)")
+    cache = _cache_for(cfg, args)
+    if cache.meta.get("config_hash") != payload.get("cache_hash"):
+        raise XTinyHARError(f"{args.model}: trained on windows of another preprocessing config "
+                            "than the data given; pass the --tokens it was trained with or none")
+    reports = export_checkpoint(model, payload, cache, args.out, int8=args.int8,
+                                tolerance=args.tolerance)
+    for precision, r in reports.items():
+        acc = r["accuracy"]
+        parity = (f"max |logit diff| vs PyTorch {r['parity_max_abs']:.2e}" if precision == "fp32" else
+                  f"max |logit diff| {r['parity_max_abs']:.3f}, same class on {r['same_prediction']:.1%} of windows")
+        print(f"{precision}: {r['file']} ({r['bytes'] / 1024:.1f} KB); {parity}; held-out subjects "
+              f"{r['held_out_subjects']}: window accuracy {acc['window']:.3f}, trial accuracy "
+              f"{acc['trial']:.3f} ({acc['trials']} trials)")
+    if "int8" in reports:
+        print(f"int8 trial accuracy change vs fp32: {reports['int8']['trial_accuracy_change_vs_fp32']:+.3f}")
+    return 0
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    """Replay a recorded trial through the device runtime, one prediction per stride."""
+    import numpy as np
+
+    from xtinyhar.export.runtime import HarModel, Streamer, read_imu_csv
+
+    model = HarModel(args.model)
+    path = Path(args.input)
+    if path.suffix == ".mat":
+        from xtinyhar.data.utd_mhad import read_inertial
+
+        imu = read_inertial(path)
+    else:
+        imu = read_imu_csv(path, model.channels)
+    if len(imu) < model.window:
+        if not args.pad:
+            raise XTinyHARError(f"{path}: {len(imu)} samples, fewer than the model's window of "
+                                f"{model.window} ({model.window / model.imu_hz:g} s at "
+                                f"{model.imu_hz:g} Hz); --pad repeats the last sample as training does")
+        imu = np.concatenate([imu, np.repeat(imu[-1:], model.window - len(imu), axis=0)])
+        print(f"{path.name}: padded to {model.window} samples by repeating the last one")
+    stream = Streamer(model, args.stride)
+    print(f"{path.name}: {len(imu)} samples at {model.imu_hz:g} Hz, window {model.window}, "
+          f"stride {stream.stride}")
+    for start in range(0, len(imu), args.chunk):          # samples arrive in small chunks
+        for event in stream.push(imu[start:start + args.chunk], str(path)):
+            top = np.argsort(event.probs)[::-1][:3]
+            ranked = ", ".join(f"{model.class_names[k]} {event.probs[k]:.2f}" for k in top)
+            print(f"t={event.time_s:6.2f} s  {event.label:<24} ({ranked})")
+    return 0
+
+
 def _add_common(parser: argparse.ArgumentParser, tokens: bool = True) -> None:
     parser.add_argument("--config", required=True, help="YAML config, e.g. configs/utd_mhad.yaml")
     parser.add_argument("--dataset", choices=DATASETS, help="overrides data.dataset")
@@ -253,13 +317,35 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--classes", type=int, default=27, help="classes, with --config (default 27)")
     prof.add_argument("--joints", type=int, default=20, help="skeleton joints, with --config")
     prof.set_defaults(func=cmd_profile)
+    export = sub.add_parser("export", help="export a student to ONNX (+ int8) with parity checks")
+    export.add_argument("--model", required=True, help="student checkpoint, e.g. runs/utd/folds/0/student.pt")
+    export.add_argument("--format", choices=("onnx",), default="onnx", help="output format")
+    export.add_argument("--out", required=True, help="e.g. exports/xtinyhar_student.onnx")
+    export.add_argument("--int8", action="store_true",
+                        help="also write <out>_int8.onnx (static quantisation, calibrated on training subjects)")
+    export.add_argument("--root", help="dataset folder, if not where the checkpoint was trained")
+    export.add_argument("--tokens", help="token cache the model was trained with (default: build)")
+    export.add_argument("--tolerance", type=float, default=1e-4, help="max |logit difference| (fp32)")
+    export.set_defaults(func=cmd_export)
+
+    stream = sub.add_parser("stream", help="replay a recorded trial through the device runtime")
+    stream.add_argument("--model", required=True, help="exported model, e.g. exports/xtinyhar_student.onnx")
+    stream.add_argument("--input", required=True,
+                        help="CSV of IMU samples (acc g, gyro deg/s; header optional) or a UTD-MHAD *_inertial.mat")
+    stream.add_argument("--stride", type=int, help="samples between predictions (default: the model's)")
+    stream.add_argument("--pad", action="store_true",
+                        help="pad a recording shorter than the window by repeating its last sample "
+                             "(the rule training uses for short trials)")
+    stream.add_argument("--chunk", type=int, default=5, help="samples per arriving packet (default 5)")
+    stream.set_defaults(func=cmd_stream)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("xtinyhar").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return args.func(args)
     except XTinyHARError as exc:

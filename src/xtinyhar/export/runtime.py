@@ -1,0 +1,196 @@
+"""Device runtime: run an exported XTinyHAR model with numpy and onnxruntime only.
+
+A Raspberry Pi script needs nothing else (no torch, no scipy)::
+
+    from xtinyhar.export.runtime import HarModel, Streamer
+    model = HarModel("exports/xtinyhar_student.onnx")
+    label, probs = model.predict(window)          # window: (W, 6) acc in g, gyro in deg/s
+    stream = Streamer(model)                      # emits a prediction every stride samples
+    for event in stream.push(samples):            # samples: (n, 6) as they arrive
+        print(event.time_s, event.label)
+
+Normalisation and dynamic patching run inside the exported graph, so the raw window in
+physical units, sampled at the model's ``imu_hz``, is all a device passes. Metadata (class
+names, window, rate, stride) comes from the JSON file written beside the model by
+``xtinyhar export``, or from the ONNX file itself when the JSON is missing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from xtinyhar.errors import DataError
+
+METADATA_KEY = "xtinyhar"
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def read_metadata(path: Path, session=None) -> dict:
+    sidecar = path.with_suffix(".json")
+    if sidecar.is_file():
+        try:
+            return json.loads(sidecar.read_text())
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{sidecar}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if session is not None:
+        custom = session.get_modelmeta().custom_metadata_map
+        if METADATA_KEY in custom:
+            return json.loads(custom[METADATA_KEY])
+    raise DataError(f"{path}: no XTinyHAR metadata (expected {sidecar.name} beside it); "
+                    "export the model with `xtinyhar export`")
+
+
+class HarModel:
+    """An exported model plus its metadata; ``predict`` takes raw IMU windows."""
+
+    def __init__(self, path: str | Path, threads: int = 1):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError(f"{self.path}: model file not found")
+        if self.path.suffix != ".onnx":
+            raise DataError(f"{self.path}: unsupported model format {self.path.suffix!r} (expected .onnx)")
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.path), options,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise DataError(f"{self.path}: not a readable ONNX model ({str(exc).splitlines()[0][:160]})") from None
+        self.metadata = read_metadata(self.path, self.session)
+        self.class_names: list[str] = list(self.metadata["class_names"])
+        self.window: int = int(self.metadata["window"])
+        self.channels: int = int(self.metadata["channels"])
+        self.imu_hz: float = float(self.metadata["imu_hz"])
+        self.stride: int = int(self.metadata["stride"])
+
+    def check(self, imu: np.ndarray, source: str = "input") -> np.ndarray:
+        """(W, C) or (B, W, C) -> float32 (B, W, C), or a one-line error saying what is wrong."""
+        imu = np.asarray(imu)
+        if imu.ndim == 2:
+            imu = imu[None]
+        if imu.ndim != 3:
+            raise DataError(f"{source}: expected a (window, channels) or (batch, window, channels) "
+                            f"array, got shape {imu.shape}")
+        if imu.shape[2] != self.channels:
+            raise DataError(f"{source}: {imu.shape[2]} channels, the model expects {self.channels} "
+                            "(acc x,y,z in g, gyro x,y,z in deg/s)")
+        if imu.shape[1] != self.window:
+            raise DataError(f"{source}: window of {imu.shape[1]} samples, the model expects "
+                            f"{self.window} at {self.imu_hz:g} Hz")
+        if not np.issubdtype(imu.dtype, np.number):
+            raise DataError(f"{source}: values are not numbers (dtype {imu.dtype})")
+        bad = ~np.isfinite(imu)
+        if bad.any():
+            raise DataError(f"{source}: {int(bad.sum())} NaN or infinite value(s)")
+        return np.ascontiguousarray(imu, dtype=np.float32)
+
+    def logits(self, imu: np.ndarray, source: str = "input") -> np.ndarray:
+        return self.session.run(None, {"imu": self.check(imu, source)})[0]
+
+    def predict_proba(self, imu: np.ndarray, source: str = "input") -> np.ndarray:
+        """(B, K) class probabilities for (B, W, C) windows (or (1, K) for one window)."""
+        return softmax(self.logits(imu, source))
+
+    def predict(self, window: np.ndarray, source: str = "input") -> tuple[str, np.ndarray]:
+        """One (W, C) window -> (label, probabilities (K,))."""
+        probs = self.predict_proba(window, source)[0]
+        return self.class_names[int(probs.argmax())], probs
+
+
+@dataclass
+class Prediction:
+    """One streaming output: the window ending at sample ``end`` (exclusive)."""
+    end: int
+    time_s: float
+    label: str
+    probs: np.ndarray
+
+
+class Streamer:
+    """Feed IMU samples as they arrive; a prediction is emitted once ``window`` samples have
+    been seen and then every ``stride`` samples, on the latest ``window`` samples. The
+    windows are those starting at 0, stride, 2*stride, ... of the recording, so the output
+    equals ``predict`` on those windows."""
+
+    def __init__(self, model: HarModel, stride: int | None = None):
+        self.model = model
+        self.stride = int(stride or model.stride)
+        if self.stride < 1:
+            raise DataError(f"stride must be >= 1, got {self.stride}")
+        self.buffer = np.zeros((0, model.channels), dtype=np.float32)
+        self.buffer_start = 0              # absolute index of buffer[0]
+        self.seen = 0                      # samples received so far
+        self.next_end = model.window       # emit when this many samples have been seen
+
+    def push(self, samples: np.ndarray, source: str = "stream") -> list[Prediction]:
+        samples = np.asarray(samples, dtype=np.float32)
+        if samples.ndim == 1:
+            samples = samples[None]
+        if samples.ndim != 2 or samples.shape[1] != self.model.channels:
+            raise DataError(f"{source}: samples must be (n, {self.model.channels}), got shape {samples.shape}")
+        if not np.isfinite(samples).all():
+            raise DataError(f"{source}: NaN or infinite value(s) in samples "
+                            f"{self.seen}..{self.seen + len(samples) - 1}")
+        self.buffer = np.concatenate([self.buffer, samples])
+        self.seen += len(samples)
+        window, out = self.model.window, []
+        while self.seen >= self.next_end:
+            end = self.next_end - self.buffer_start
+            label, probs = self.model.predict(self.buffer[end - window:end], source)
+            out.append(Prediction(self.next_end, self.next_end / self.model.imu_hz, label, probs))
+            self.next_end += self.stride
+        keep_from = max(0, self.next_end - window - self.buffer_start)   # next window's start
+        self.buffer = self.buffer[keep_from:]
+        self.buffer_start += keep_from
+        return out
+
+
+def read_imu_csv(path: str | Path, channels: int | None = None) -> np.ndarray:
+    """A CSV of IMU samples, one row per sample (acc x,y,z in g, gyro x,y,z in deg/s); a
+    header row of names is allowed. Returns float32 (T, C)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    if lines and not _is_numeric_row(lines[0]):
+        lines = lines[1:]
+    if not lines:
+        raise DataError(f"{path}: no samples")
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        cells = line.split(",")
+        try:
+            rows.append([float(c) for c in cells])
+        except ValueError:
+            raise DataError(f"{path}: row {number} is not numeric: {line[:60]!r}") from None
+    widths = {len(r) for r in rows}
+    if len(widths) != 1:
+        raise DataError(f"{path}: rows have different numbers of columns {sorted(widths)}")
+    imu = np.asarray(rows, dtype=np.float32)
+    if channels is not None and imu.shape[1] != channels:
+        raise DataError(f"{path}: {imu.shape[1]} columns, the model expects {channels} "
+                        "(acc x,y,z in g, gyro x,y,z in deg/s)")
+    if not np.isfinite(imu).all():
+        raise DataError(f"{path}: {int((~np.isfinite(imu)).sum())} NaN or infinite value(s)")
+    return imu
+
+
+def _is_numeric_row(line: str) -> bool:
+    try:
+        [float(c) for c in line.split(",")]
+        return True
+    except ValueError:
+        return False

@@ -1,0 +1,267 @@
+"""Export a trained student (or teacher) to ONNX, check it against PyTorch, quantise to int8.
+
+The whole device path is in the graph: the raw IMU window (physical units) goes in, the
+per-channel normalisation (training-fold statistics), dynamic patching, the transformer and
+the head run inside, logits come out. The exporter is ``torch.onnx.export(dynamo=True)``
+(the maintained one; it needs onnxscript), opset 18, with a dynamic batch axis.
+
+Metadata (class names, window, rate, channels, stride, training subjects, model config) is
+stored twice: inside the ONNX file (``metadata_props``, key ``xtinyhar``) and in a JSON
+file beside it, which is what :mod:`xtinyhar.export.runtime` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from xtinyhar import __version__
+from xtinyhar.errors import XTinyHARError
+from xtinyhar.io import write_json
+
+OPSET = 18
+METADATA_KEY = "xtinyhar"
+
+
+class ExportError(XTinyHARError):
+    """An exported model disagrees with PyTorch, or the export itself failed."""
+
+
+def sidecar_path(model_path: str | Path) -> Path:
+    """``exports/x.onnx`` -> ``exports/x.json``: the metadata the runtime reads."""
+    return Path(model_path).with_suffix(".json")
+
+
+def export_metadata(payload: dict, fmt: str, precision: str) -> dict:
+    """What a device needs besides the weights, taken from the checkpoint's payload."""
+    model_cfg = payload["model_config"]
+    data = payload["config"]["data"]
+    return {
+        "format": fmt, "precision": precision, "kind": payload["kind"],
+        "xtinyhar_version": __version__,
+        "input": "imu: float32 (batch, window, channels), raw physical units "
+                 "(acc x,y,z in g, gyro x,y,z in deg/s), sampled at imu_hz",
+        "output": "logits: float32 (batch, classes)",
+        "class_names": list(payload["class_names"]), "window": int(model_cfg["window"]),
+        "channels": int(model_cfg["channels"]), "imu_hz": float(model_cfg["imu_hz"]),
+        "stride": int(data["stride"]), "dataset": data["dataset"],
+        "train_subjects": list(payload.get("train_subjects", [])),
+        "norm_mean": model_cfg.get("norm_mean", []), "norm_std": model_cfg.get("norm_std", []),
+        "model_config": model_cfg,
+    }
+
+
+def _temp_beside(path: Path, suffix: str) -> Path:
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    return Path(name)
+
+
+def _attach_metadata_and_move(src: Path, out: Path, metadata: dict) -> None:
+    """Write ``metadata`` into the ONNX file ``src`` and move it to ``out`` atomically,
+    with its JSON sidecar written first (so a present .onnx always has its .json)."""
+    import onnx
+
+    model = onnx.load(str(src))
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key != METADATA_KEY]
+    del model.metadata_props[:]
+    for key, value in kept:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
+    onnx.save(model, str(src))
+    write_json(sidecar_path(out), metadata)
+    os.replace(src, out)
+
+
+def quiet_exporter() -> None:
+    """The exporter logs every optional torchvision op it skips and each graph pass; keep
+    the user's terminal for our own report (errors still surface)."""
+    for name in ("torch.onnx", "onnx_ir", "onnxscript"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def export_onnx(model: torch.nn.Module, out: str | Path, metadata: dict) -> Path:
+    """Export ``model`` (IMU-only: ``model(imu) -> logits``) to ``out`` with a dynamic batch."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    example = torch.zeros(2, metadata["window"], metadata["channels"])
+    tmp = _temp_beside(out, ".onnx")
+    try:
+        quiet_exporter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)   # torch-internal deprecations
+            program = torch.onnx.export(
+                model, (example,), dynamo=True, opset_version=OPSET, input_names=["imu"],
+                output_names=["logits"], dynamic_shapes={"imu": {0: torch.export.Dim("batch")}},
+                verbose=False)
+        program.save(str(tmp))
+        _attach_metadata_and_move(tmp, out, metadata)
+    except XTinyHARError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"{out}: ONNX export failed ({type(exc).__name__}: "
+                          f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''})") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def onnx_session(path: str | Path, threads: int = 1):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_logits(path_or_session, imu: np.ndarray, batch: int = 256) -> np.ndarray:
+    session = path_or_session if hasattr(path_or_session, "run") else onnx_session(path_or_session)
+    imu = np.ascontiguousarray(imu, dtype=np.float32)
+    return np.concatenate([session.run(None, {"imu": imu[i:i + batch]})[0]
+                           for i in range(0, len(imu), batch)])
+
+
+@dataclass
+class Parity:
+    """How far an exported model's logits are from PyTorch's on the same windows."""
+    max_abs: float
+    windows: int
+    same_argmax: float     # fraction of windows with the same predicted class
+
+
+def compare(reference: np.ndarray, other: np.ndarray) -> Parity:
+    return Parity(max_abs=float(np.abs(reference - other).max()), windows=len(reference),
+                  same_argmax=float(np.mean(reference.argmax(1) == other.argmax(1))))
+
+
+def torch_logits(model: torch.nn.Module, imu: np.ndarray, batch: int = 256) -> np.ndarray:
+    with torch.no_grad():
+        return torch.cat([model.eval()(torch.from_numpy(np.ascontiguousarray(imu[i:i + batch],
+                                                                              dtype=np.float32)))
+                          for i in range(0, len(imu), batch)]).numpy()
+
+
+def check_parity(model: torch.nn.Module, path: str | Path, imu: np.ndarray, tolerance: float) -> Parity:
+    """Raise :class:`ExportError` with the numbers when ONNX Runtime and PyTorch differ."""
+    parity = compare(torch_logits(model, imu), onnx_logits(path, imu))
+    if not parity.max_abs < tolerance:
+        raise ExportError(f"{path}: ONNX Runtime logits differ from PyTorch by up to "
+                          f"{parity.max_abs:.3g} (tolerance {tolerance:g}) on {parity.windows} windows")
+    return parity
+
+
+def quantize_onnx_int8(fp32_path: str | Path, out: str | Path, calibration_imu: np.ndarray,
+                       metadata: dict) -> Path:
+    """Static post-training int8 quantisation (ONNX Runtime, QDQ format, per-channel weights).
+
+    Only MatMul, Gemm and Conv are quantised: the patch-length arithmetic (round, clamp) and
+    the interpolation grid of dynamic patching stay in float, as they must.
+    ``calibration_imu`` are windows of the training subjects only.
+    """
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Windows(CalibrationDataReader):
+        def __init__(self, imu: np.ndarray, batch: int = 32):
+            self.batches = iter([{"imu": np.ascontiguousarray(imu[i:i + batch], dtype=np.float32)}
+                                 for i in range(0, len(imu), batch)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    prepared, quantized = _temp_beside(out, ".pre.onnx"), _temp_beside(out, ".q.onnx")
+    try:
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(quantized), Windows(calibration_imu),
+                        quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul", "Gemm", "Conv"],
+                        per_channel=True, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8)
+        _attach_metadata_and_move(quantized, out, {**metadata, "precision": "int8"})
+    finally:
+        prepared.unlink(missing_ok=True)
+        quantized.unlink(missing_ok=True)
+    return out
+
+
+# ------------------------------------------------------------------ checkpoint -> files
+
+def held_out_and_training(cache, train_subjects: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Windows of subjects the model never saw (for parity and accuracy) and of its
+    training subjects (the only ones int8 calibration may use)."""
+    seen = np.isin(cache.subject, train_subjects)
+    return np.flatnonzero(~seen), np.flatnonzero(seen)
+
+
+def window_and_trial_accuracy(logits: np.ndarray, cache, index: np.ndarray) -> dict:
+    from xtinyhar.evaluate.metrics import pool_trials
+    from xtinyhar.export.runtime import softmax
+
+    probs = softmax(logits.astype(np.float64))
+    trial_ids, trial_probs = pool_trials(probs, cache.trial_index[index])
+    return {"window": float(np.mean(probs.argmax(1) == cache.label[index])),
+            "trial": float(np.mean(trial_probs.argmax(1) == cache.trial_label[trial_ids])),
+            "windows": int(len(index)), "trials": int(len(trial_ids))}
+
+
+def export_checkpoint(model: torch.nn.Module, payload: dict, cache, out: str | Path, *,
+                      int8: bool = False, tolerance: float = 1e-4, calibration_windows: int = 512,
+                      seed: int = 0) -> dict:
+    """Export a student checkpoint to ONNX (and int8), check parity on held-out windows and
+    report accuracy of each file on those windows. Returns the report (also in the JSON)."""
+    out = Path(out)
+    held_out, training = held_out_and_training(cache, payload["train_subjects"])
+    if len(held_out) == 0:
+        raise ExportError(f"{out}: every subject of the data was a training subject of the "
+                          "model; parity and accuracy need held-out windows")
+    imu = cache.imu[held_out]
+    metadata = export_metadata(payload, "onnx", "fp32")
+    export_onnx(model, out, metadata)
+    reference = torch_logits(model, imu)
+    fp32_logits = onnx_logits(out, imu)
+    parity = compare(reference, fp32_logits)
+    if not parity.max_abs < tolerance:
+        out.unlink(missing_ok=True)
+        sidecar_path(out).unlink(missing_ok=True)
+        raise ExportError(f"{out}: ONNX Runtime logits differ from PyTorch by up to "
+                          f"{parity.max_abs:.3g} (tolerance {tolerance:g}) on {parity.windows} "
+                          "held-out windows; the file was removed")
+    report = {"file": str(out), "bytes": out.stat().st_size, "parity_max_abs": parity.max_abs,
+              "parity_windows": parity.windows, "tolerance": tolerance,
+              "held_out_subjects": sorted(int(s) for s in np.unique(cache.subject[held_out])),
+              "accuracy_torch": window_and_trial_accuracy(reference, cache, held_out),
+              "accuracy": window_and_trial_accuracy(fp32_logits, cache, held_out)}
+    write_json(sidecar_path(out), {**metadata, "evaluation": report})
+    reports = {"fp32": report}
+    if int8:
+        rng = np.random.default_rng(seed)
+        chosen = rng.choice(training, size=min(calibration_windows, len(training)), replace=False)
+        int8_path = out.with_name(out.stem + "_int8" + out.suffix)
+        quantize_onnx_int8(out, int8_path, cache.imu[np.sort(chosen)], metadata)
+        int8_logits = onnx_logits(int8_path, imu)
+        q_parity = compare(reference, int8_logits)
+        q_report = {"file": str(int8_path), "bytes": int8_path.stat().st_size,
+                    "calibration_windows": int(len(chosen)), "calibration_subjects": "training subjects only",
+                    "parity_max_abs": q_parity.max_abs, "same_prediction": q_parity.same_argmax,
+                    "held_out_subjects": report["held_out_subjects"],
+                    "accuracy": window_and_trial_accuracy(int8_logits, cache, held_out)}
+        q_report["trial_accuracy_change_vs_fp32"] = (q_report["accuracy"]["trial"]
+                                                     - report["accuracy"]["trial"])
+        write_json(sidecar_path(int8_path), {**metadata, "precision": "int8", "evaluation": q_report})
+        reports["int8"] = q_report
+    return reports
