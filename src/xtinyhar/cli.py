@@ -164,9 +164,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     import torch
 
     from xtinyhar.evaluate.profile import profile_model
-    from xtinyhar.train.tasks import load_model, student_config, teacher_config
-    from xtinyhar.models.student import InertialTransformer
     from xtinyhar.models.teacher import STConvTeacher
+    from xtinyhar.train.tasks import build_student, load_model, teacher_config
 
     models = []
     if args.model:
@@ -178,7 +177,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     else:
         cfg = _load_cfg(args)
         n_classes = args.classes
-        models = [("student", InertialTransformer(student_config(cfg, n_classes)).eval()),
+        models = [(f"student ({cfg.model.student.arch})", build_student(cfg, n_classes).eval()),
                   ("teacher", STConvTeacher(teacher_config(cfg, n_classes, args.joints)).eval())]
     print(f"{'model':<40} {'params':>9} {'size KB':>9} {'MFLOPs':>9}   (batch 1, one window)")
     for name, model in models:

@@ -98,11 +98,15 @@ class PreprocConfig:
 
 @dataclass
 class StudentConfig:
+    # transformer: the Inertial Transformer; cnn1d, deepconvlstm, tinyhar: baselines
+    # (models/baselines.py) trained and evaluated by the same commands
     L: int = field(default=2, metadata=_range(1))
     D: int = field(default=128, metadata=_range(1))
     heads: int = field(default=4, metadata=_range(1))
     mlp_ratio: float = field(default=2.0, metadata=_range(0, lo_open=True))
     p_default: int = field(default=20, metadata=_range(1))
+    arch: str = field(default="transformer",
+                      metadata=_range(choices=("transformer", "cnn1d", "deepconvlstm", "tinyhar")))
     stem_channels: int = field(default=16, metadata=_range(0))   # 0: no conv stem
     pos_embedding: str = field(default="learned", metadata=_range(choices=("learned", "sinusoidal", "none")))
     dropout: float = field(default=0.1, metadata=_range(0, 0.9))
@@ -268,6 +272,9 @@ def _validate(cfg: Config) -> None:
     if abs(d.window * ratio - round(d.window * ratio)) > 1e-6:
         raise ConfigError(f"data.window ({d.window}) times preproc.skeleton_hz/resample_hz "
                           f"({ratio:g}) must be a whole number of skeleton frames")
+    if cfg.distill.attention_weight > 0 and s.arch != "transformer":
+        raise ConfigError(f"distill.attention_weight > 0 needs attention maps; model.student.arch "
+                          f"{s.arch!r} has none (use transformer or set the weight to 0)")
     if d.imu_channels != 6:
         raise ConfigError(f"data.imu_channels: {d.imu_channels} is not supported; loaders give 6 "
                           "channels (acc x,y,z in g, gyro x,y,z in deg/s)")

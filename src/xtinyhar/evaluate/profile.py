@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -41,14 +42,19 @@ def count_flops(model: torch.nn.Module, *inputs: torch.Tensor) -> int:
 
     A multiply-add counts as 2 FLOPs (``FlopCounterMode``'s convention). Ops without a FLOP
     formula (elementwise ops, softmax, and ``F.scaled_dot_product_attention`` on CPU) count
-    0, so compute attention with explicit matmuls for the count to include it. The model's
-    train/eval mode is restored afterwards.
+    0, so compute attention with explicit matmuls for the count to include it. oneDNN is
+    switched off while counting: its fused LSTM kernel has no formula either, while the
+    decomposed LSTM is counted (matmuls of every step). The model's train/eval mode is
+    restored afterwards.
     """
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(*inputs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)   # oneDNN's note about Intel GPUs
+            with torch.backends.mkldnn.flags(enabled=False), torch.no_grad(), \
+                    FlopCounterMode(display=False) as counter:
+                model(*inputs)
     finally:
         model.train(was_training)
     return int(counter.get_total_flops())

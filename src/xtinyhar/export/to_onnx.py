@@ -101,6 +101,7 @@ def export_onnx(model: torch.nn.Module, out: str | Path, metadata: dict) -> Path
         quiet_exporter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)   # torch-internal deprecations
+            warnings.filterwarnings("ignore", message=".*were assigned during export")  # LSTM weights
             program = torch.onnx.export(
                 model, (example,), dynamo=True, opset_version=OPSET, input_names=["imu"],
                 output_names=["logits"], dynamic_shapes={"imu": {0: torch.export.Dim("batch")}},

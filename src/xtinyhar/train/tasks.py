@@ -20,6 +20,7 @@ from xtinyhar import __version__
 from xtinyhar.config import Config
 from xtinyhar.errors import DataError
 from xtinyhar.io import load_checkpoint, save_checkpoint
+from xtinyhar.models.baselines import BaselineConfig, build_baseline
 from xtinyhar.models.student import InertialTransformer, StudentModelConfig
 from xtinyhar.models.teacher import STConvTeacher, TeacherModelConfig, skeleton_features
 from xtinyhar.preprocess.augment import augment as augment_imu
@@ -95,6 +96,16 @@ def student_config(cfg: Config, n_classes: int) -> StudentModelConfig:
         pos_embedding=s.pos_embedding, dropout=s.dropout)
 
 
+def build_student(cfg: Config, n_classes: int) -> torch.nn.Module:
+    """The configured IMU-only model: the Inertial Transformer or a baseline."""
+    s = cfg.model.student
+    if s.arch == "transformer":
+        return InertialTransformer(student_config(cfg, n_classes))
+    return build_baseline(BaselineConfig(arch=s.arch, n_classes=n_classes, window=cfg.data.window,
+                                         channels=cfg.data.imu_channels,
+                                         imu_hz=cfg.preproc.resample_hz, dropout=s.dropout))
+
+
 def teacher_config(cfg: Config, n_classes: int, joints: int) -> TeacherModelConfig:
     s, t, dp = cfg.model.student, cfg.model.teacher, cfg.preproc.dynamic_patch
     return TeacherModelConfig(
@@ -157,7 +168,7 @@ def fit_student(cfg: Config, cache: TokenCache, train_idx: np.ndarray, val_idx: 
         val["teacher_logits"] = (predict_logits(teacher, arrays(cache, val_idx, True), teacher_forward)
                                  if len(val_idx) else np.zeros((0, n_classes))).astype(np.float32)
     torch.manual_seed(cfg.train.seed)
-    model = InertialTransformer(student_config(cfg, len(cache.class_names)))
+    model = build_student(cfg, len(cache.class_names))
     imu_norm = imu_stats(cfg, train["imu"])
     model.set_normalization(imu_norm.mean, imu_norm.std)
 
@@ -204,7 +215,11 @@ def load_model(path: str | Path, kind: str | None = None) -> tuple[torch.nn.Modu
         raise DataError(f"{path}: not an XTinyHAR model checkpoint")
     if kind is not None and payload["kind"] != kind:
         raise DataError(f"{path}: is a {payload['kind']} checkpoint, expected a {kind}")
-    cls = STConvTeacher if payload["kind"] == "teacher" else InertialTransformer
-    model = cls.from_config(payload["model_config"])
+    if payload["kind"] == "teacher":
+        model = STConvTeacher.from_config(payload["model_config"])
+    elif payload["model_config"].get("arch", "transformer") != "transformer":
+        model = build_baseline(payload["model_config"])
+    else:
+        model = InertialTransformer.from_config(payload["model_config"])
     model.load_state_dict(payload["state_dict"])
     return model.eval(), payload
