@@ -179,15 +179,52 @@ def cmd_profile(args: argparse.Namespace) -> int:
         n_classes = args.classes
         models = [(f"student ({cfg.model.student.arch})", build_student(cfg, n_classes).eval()),
                   ("teacher", STConvTeacher(teacher_config(cfg, n_classes, args.joints)).eval())]
-    print(f"{'model':<40} {'params':>9} {'size KB':>9} {'MFLOPs':>9}   (batch 1, one window)")
+    header = f"{'model':<40} {'params':>9} {'size KB':>9} {'MFLOPs':>9}"
+    if args.latency:
+        header += f" {'peak MB':>8} {'ONNX KB':>8} {'torch ms (med/p95)':>19} {'ORT ms (med/p95)':>17}"
+    print(header + "   (batch 1, one window" + (", 1 thread)" if args.latency else ")"))
     for name, model in models:
         cfg_m = model.cfg
         imu = torch.zeros(1, cfg_m.window, cfg_m.channels)
         inputs = (imu,) if not hasattr(cfg_m, "skeleton_frames") else (
             imu, torch.zeros(1, cfg_m.skeleton_frames, cfg_m.joints, 3))
         prof = profile_model(name, model, *inputs)
-        print(f"{name:<40} {prof.params:>9,} {prof.size_bytes / 1024:>9.1f} {prof.flops / 1e6:>9.2f}")
+        line = f"{name:<40} {prof.params:>9,} {prof.size_bytes / 1024:>9.1f} {prof.flops / 1e6:>9.2f}"
+        if args.latency:
+            line += _latency_columns(model, inputs, args.runs)
+        print(line)
     return 0
+
+
+def _latency_columns(model, inputs, runs: int) -> str:
+    """Peak inference memory, ONNX size and batch-1 latency on 1 thread (PyTorch and ORT)."""
+    import tempfile
+
+    import torch
+
+    from xtinyhar.evaluate.profile import measure_latency, peak_memory_bytes
+
+    def call():
+        with torch.inference_mode():
+            model(*inputs)
+    peak = peak_memory_bytes(call) / 2**20
+    eager = measure_latency(call, runs=runs)
+    cols = f" {peak:>8.2f}"
+    if len(inputs) == 1:      # IMU-only models export; the teacher also needs a skeleton
+        from xtinyhar.export.to_onnx import export_onnx, onnx_session
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = export_onnx(model, Path(folder) / "m.onnx",
+                               {"window": model.cfg.window, "channels": model.cfg.channels})
+            session = onnx_session(path, threads=1)
+            feed = {"imu": inputs[0].numpy()}
+            ort = measure_latency(lambda: session.run(None, feed), runs=runs)
+            cols += f" {path.stat().st_size / 1024:>8.1f}"
+    else:
+        ort, cols = None, cols + f" {'-':>8}"
+    cols += f" {eager['median_ms']:>9.3f}/{eager['p95_ms']:<9.3f}"
+    cols += f" {ort['median_ms']:>8.3f}/{ort['p95_ms']:<8.3f}" if ort else f" {'-':>17}"
+    return cols
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -314,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--dataset", choices=DATASETS)
     prof.add_argument("--model", nargs="+", help="checkpoints to profile instead")
     prof.add_argument("--classes", type=int, default=27, help="classes, with --config (default 27)")
+    prof.add_argument("--latency", action="store_true",
+                      help="also peak memory, ONNX size and batch-1 latency (PyTorch eager, ONNX Runtime)")
+    prof.add_argument("--runs", type=int, default=1000, help="timed calls per latency (default 1000)")
     prof.add_argument("--joints", type=int, default=20, help="skeleton joints, with --config")
     prof.set_defaults(func=cmd_profile)
     export = sub.add_parser("export", help="export a student to ONNX (+ int8) with parity checks")

@@ -132,6 +132,11 @@ def test_train_teacher_then_student_commands(tiny, capsys):
     assert code == 2 and "must not have seen" in capsys.readouterr().err
     assert main(["profile", "--model", str(folder / "s.pt"), str(folder / "t.pt")]) == 0
     assert "MFLOPs" in capsys.readouterr().out
+    assert main(["profile", "--model", str(folder / "s.pt"), str(folder / "t.pt"), "--latency",
+                 "--runs", "5"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert "ORT ms" in rows[0] and len(rows) == 3
+    assert "/" in rows[1].split()[-1] and rows[2].split()[-1] == "-"   # the teacher has no ONNX
 
 
 def test_stale_tokens_are_refused(tiny, tmp_path, capsys):

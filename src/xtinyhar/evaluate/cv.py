@@ -47,6 +47,11 @@ def evaluate_on(model: torch.nn.Module, cache: TokenCache, index: np.ndarray, *,
     """Window- and trial-level metrics of ``model`` on windows ``index``, and predictions."""
     forward = teacher_forward if teacher else student_forward
     probs = softmax(predict_logits(model, arrays(cache, index, teacher), forward))
+    return _metrics_from_probs(probs, cache, index, averaging)
+
+
+def _metrics_from_probs(probs: np.ndarray, cache: TokenCache, index: np.ndarray,
+                        averaging: str) -> tuple[dict, dict]:
     labels = cache.label[index]
     trial_ids, trial_probs = pool_trials(probs, cache.trial_index[index])
     trial_labels = cache.trial_label[trial_ids]
@@ -75,6 +80,8 @@ def run_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Path, *, kd
                                           "trial_index": cache.trial_index[split.test]}
     histories: list[dict] = []
     teacher = None
+    if cfg.model.student.arch == "minirocket":
+        return _minirocket_fold(cfg, cache, split, fold_dir, record, predictions, started)
     if kd:
         teacher_path = fold_dir / "teacher.pt"
         if resume and teacher_path.exists():
@@ -117,6 +124,25 @@ def run_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Path, *, kd
     write_json(fold_dir / "metrics.json", record)  # written last: marks the fold finished
     for workdir in ("fit_teacher", "fit_student"):  # resume state; history.csv has it all
         shutil.rmtree(fold_dir / workdir, ignore_errors=True)
+    return record
+
+
+def _minirocket_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Path, record: dict,
+                     predictions: dict, started: float) -> dict:
+    """The MiniRocket baseline on one fold: no teacher, no epochs, no checkpoint (it is not a
+    torch model); metrics and predictions are written like the student's."""
+    from xtinyhar.evaluate.minirocket import fit_minirocket
+
+    fit_started = time.perf_counter()
+    model = fit_minirocket(cache.imu[split.train], cache.label[split.train], seed=cfg.train.seed,
+                           threads=cfg.train.threads)
+    record["student_fit"] = {"model": "minirocket", "seconds": round(time.perf_counter() - fit_started, 1)}
+    probs = softmax(model.scores(cache.imu[split.test]))
+    record["student"], preds = _metrics_from_probs(probs, cache, split.test, cfg.eval.averaging)
+    predictions.update({f"student_{k}": v for k, v in preds.items()})
+    atomic_write(fold_dir / "predictions.npz", lambda f: np.savez(f, **predictions))
+    record["seconds"] = round(time.perf_counter() - started, 1)
+    write_json(fold_dir / "metrics.json", record)
     return record
 
 

@@ -1,0 +1,130 @@
+"""Benchmark: the edge table. Trains nothing: takes the checkpoints of finished runs and
+measures every model side by side in one process.
+
+    .venv/bin/python benchmarks/bench_edge.py [--runs runs/bench] [--out exports/bench]
+        [--latency-runs 1000]
+
+Models: the student of ``<runs>/standard_seed42`` (distilled) and the baselines of
+``<runs>/baseline_<arch>`` (made by ``xtinyhar cv --protocol standard`` with
+``model.student.arch`` set; see the README), plus MiniRocket from
+``<runs>/baseline_minirocket`` (refitted on the same training subjects for timing).
+For each: trial accuracy on the held-out subjects (from the run), parameters, ONNX file size
+fp32 and int8, MFLOPs per window, batch-1 latency on 1 thread (median and p95 over
+``--latency-runs`` calls after warm-up) in PyTorch eager, ONNX Runtime fp32 and ONNX Runtime
+int8, and the ratio of each model's ORT fp32 latency to the student's. The input is a raw
+window in physical units; normalisation and dynamic patching are inside every graph.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from xtinyhar.config import config_from_dict
+from xtinyhar.data import load_dataset
+from xtinyhar.evaluate.profile import count_flops, count_parameters, measure_latency
+from xtinyhar.export.to_onnx import export_checkpoint, onnx_session
+from xtinyhar.io import write_json
+from xtinyhar.preprocess.tokens import build_token_cache
+from xtinyhar.train.tasks import load_model
+
+REPO = Path(__file__).resolve().parents[1]
+BASELINES = ("cnn1d", "tinyhar", "deepconvlstm")
+
+
+def ort_latency(path: Path, window: np.ndarray, runs: int) -> dict:
+    session = onnx_session(path, threads=1)
+    feed = {"imu": window}
+    return measure_latency(lambda: session.run(None, feed), runs=runs, threads=1)
+
+
+def torch_latency(model, window: np.ndarray, runs: int) -> dict:
+    x = torch.from_numpy(window)
+
+    def call():
+        with torch.inference_mode():
+            model(x)
+    return measure_latency(call, runs=runs, threads=1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default=str(REPO / "runs" / "bench"))
+    parser.add_argument("--out", default=str(REPO / "exports" / "bench"))
+    parser.add_argument("--latency-runs", type=int, default=1000)
+    args = parser.parse_args()
+    runs, out = Path(args.runs), Path(args.out)
+
+    entries = [("student (KD)", runs / "standard_seed42")]
+    entries += [(arch, runs / f"baseline_{arch}") for arch in BASELINES]
+    cache = None
+    rows = []
+    for name, run in entries:
+        ckpt = run / "folds" / "0" / "student.pt"
+        if not ckpt.exists():
+            print(f"skip {name}: {ckpt} not found", file=sys.stderr)
+            continue
+        model, payload = load_model(ckpt, "student")
+        if cache is None:
+            cfg = config_from_dict(payload["config"])
+            report = load_dataset(cfg)
+            cache = build_token_cache(cfg, report.trials, report.class_names)
+        reports = export_checkpoint(model, payload, cache, out / f"{name.split()[0]}.onnx", int8=True)
+        summary = json.loads((run / "summary.json").read_text())
+        window = np.ascontiguousarray(cache.imu[np.flatnonzero(~np.isin(cache.subject, payload["train_subjects"]))[:1]])
+        rows.append({
+            "model": name, "trial_acc": summary["student_trial"]["accuracy"]["mean"],
+            "int8_trial_acc": reports["int8"]["accuracy"]["trial"],
+            "params": count_parameters(model),
+            "fp32_kb": reports["fp32"]["bytes"] / 1024, "int8_kb": reports["int8"]["bytes"] / 1024,
+            "mflops": count_flops(model, torch.from_numpy(window)) / 1e6,
+            "torch_ms": torch_latency(model, window, args.latency_runs),
+            "ort_ms": ort_latency(Path(reports["fp32"]["file"]), window, args.latency_runs),
+            "ort_int8_ms": ort_latency(Path(reports["int8"]["file"]), window, args.latency_runs),
+        })
+    mr_run = runs / "baseline_minirocket"
+    if (mr_run / "summary.json").exists() and cache is not None:
+        from xtinyhar.evaluate.minirocket import fit_minirocket
+
+        metrics = json.loads((mr_run / "folds" / "0" / "metrics.json").read_text())
+        train = np.flatnonzero(np.isin(cache.subject, metrics["train_subjects"]))
+        model = fit_minirocket(cache.imu[train], cache.label[train], seed=42)
+        window = cache.imu[np.flatnonzero(~np.isin(cache.subject, metrics["train_subjects"]))[:1]]
+        summary = json.loads((mr_run / "summary.json").read_text())
+        rows.append({"model": "minirocket + ridge", "trial_acc": summary["student_trial"]["accuracy"]["mean"],
+                     "int8_trial_acc": None, "params": None, "fp32_kb": None, "int8_kb": None,
+                     "mflops": None, "torch_ms": None,
+                     "ort_ms": measure_latency(lambda: model.scores(window), warmup=20,
+                                               runs=min(args.latency_runs, 300), threads=1),
+                     "ort_int8_ms": None})
+    student = next((r for r in rows if r["model"].startswith("student")), None)
+
+    def ms(value):
+        return f"{value['median_ms']:.3f}/{value['p95_ms']:.3f}" if value else "-"
+
+    def num(value, fmt):
+        return format(value, fmt) if value is not None else "-"
+
+    header = (f"{'model':<20} {'trial acc':>9} {'int8 acc':>8} {'params':>9} {'fp32 KB':>8} {'int8 KB':>8} "
+              f"{'MFLOPs':>7} {'torch ms':>13} {'ORT ms':>13} {'ORT int8 ms':>13} {'x student':>9}")
+    print(f"\nbatch 1, 1 thread, median/p95 over {args.latency_runs} runs; runs from {runs}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        ratio = (r["ort_ms"]["median_ms"] / student["ort_ms"]["median_ms"]) if student else None
+        print(f"{r['model']:<20} {r['trial_acc']:>9.3f} {num(r['int8_trial_acc'], '.3f'):>8} "
+              f"{num(r['params'], ','):>9} {num(r['fp32_kb'], '.1f'):>8} {num(r['int8_kb'], '.1f'):>8} "
+              f"{num(r['mflops'], '.2f'):>7} {ms(r['torch_ms']):>13} {ms(r['ort_ms']):>13} "
+              f"{ms(r['ort_int8_ms']):>13} {num(ratio, '.2f'):>9}")
+    print("MiniRocket's 'ORT ms' column is its transform + ridge in numpy/numba (no ONNX graph).")
+    write_json(out / "bench_edge.json", rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
