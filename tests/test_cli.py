@@ -40,3 +40,14 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and "UTD-MHAD folder not found" in err and "\n" not in err
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_set_overrides_config_keys(capsys):
+    assert main(["profile", "--config", str(CONFIGS / "synthetic.yaml"), "--classes", "6",
+                 "--set", "model.student.arch=cnn1d", "--set", "train.lr=1e-3"]) == 0
+    assert "student (cnn1d)" in capsys.readouterr().out
+    assert main(["profile", "--config", str(CONFIGS / "synthetic.yaml"), "--set", "model.student.archh=x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "archh" in err
+    assert main(["profile", "--config", str(CONFIGS / "synthetic.yaml"), "--set", "oops"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err

@@ -21,8 +21,21 @@ from xtinyhar.errors import XTinyHARError
 log = logging.getLogger("xtinyhar")
 
 
-def _load_cfg(args: argparse.Namespace):
+def _parse_set(items: list[str] | None) -> dict:
+    """``--set a.b=value`` pairs -> overrides; values read as YAML scalars (3, 1e-3, true)."""
+    import yaml
+
     overrides = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise XTinyHARError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=10")
+        overrides[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return overrides
+
+
+def _load_cfg(args: argparse.Namespace):
+    overrides = _parse_set(getattr(args, "set", None))
     if getattr(args, "dataset", None):
         overrides["data.dataset"] = args.dataset
     if getattr(args, "root", None):
@@ -295,6 +308,8 @@ def _add_common(parser: argparse.ArgumentParser, tokens: bool = True) -> None:
     parser.add_argument("--config", required=True, help="YAML config, e.g. configs/utd_mhad.yaml")
     parser.add_argument("--dataset", choices=DATASETS, help="overrides data.dataset")
     parser.add_argument("--root", help="dataset folder; overrides data.root")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set model.student.arch=cnn1d (repeatable)")
     if tokens:
         parser.add_argument("--tokens", help="token cache from `xtinyhar prepare` (default: build in memory)")
 
@@ -348,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     prof = sub.add_parser("profile", help="parameters, size and FLOPs of the models")
     prof.add_argument("--config", help="build untrained models from this config")
+    prof.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     prof.add_argument("--dataset", choices=DATASETS)
     prof.add_argument("--model", nargs="+", help="checkpoints to profile instead")
     prof.add_argument("--classes", type=int, default=27, help="classes, with --config (default 27)")
