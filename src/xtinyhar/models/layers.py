@@ -223,9 +223,16 @@ class ImuTokenizer(nn.Module):
         self.norm_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         self.norm_std.copy_(torch.as_tensor(std, dtype=torch.float32))
 
-    def forward(self, imu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, W, C) raw -> embeddings (B, N, D), mask (B, N), centres (B, N) in samples."""
-        patch_len = self.patcher.patch_length(imu)                       # (B,)
+    def forward(self, imu: torch.Tensor, patch_len: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, W, C) raw -> embeddings (B, N, D), mask (B, N), centres (B, N) in samples.
+
+        ``patch_len`` (B,) overrides the patch length the window's motion energy would give:
+        explanations hold it fixed along an attribution path, where the rounding of the
+        energy-to-length map would otherwise make the model jump.
+        """
+        if patch_len is None:
+            patch_len = self.patcher.patch_length(imu)                   # (B,)
         positions, mask, centre, width = self.patcher.grid(patch_len)
         x = self.stem((imu - self.norm_mean) / self.norm_std)            # (B, W, F)
         tokens = self.patcher.gather(x, positions, mask)                 # (B, N, p, F)

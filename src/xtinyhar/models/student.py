@@ -68,8 +68,11 @@ class InertialTransformer(nn.Module):
         self.cfg.norm_mean = [float(v) for v in mean]
         self.cfg.norm_std = [float(v) for v in std]
 
-    def forward(self, imu: torch.Tensor, return_attention: bool = False):
-        x, mask, _ = self.tokenizer(imu)                                 # (B, N, D), (B, N)
+    def forward(self, imu: torch.Tensor, return_attention: bool = False,
+                patch_len: torch.Tensor | None = None):
+        """Logits (B, K); with ``return_attention`` also each layer's (B, h, N, N) maps.
+        ``patch_len`` (B,) fixes the patch length instead of deriving it from the window."""
+        x, mask, _ = self.tokenizer(imu, patch_len)                      # (B, N, D), (B, N)
         x = self.drop(x)
         maps = []
         for block in self.blocks:

@@ -1,0 +1,2 @@
+"""Explainability: Integrated Gradients over the raw IMU window, attention rollout, and
+teacher-student attention similarity."""
