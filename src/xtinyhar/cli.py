@@ -304,6 +304,59 @@ def cmd_stream(args: argparse.Namespace) -> int:
     return 0
 
 
+def _student_data(args, payload: dict, model_path: str):
+    """The data a trained student's held-out windows come from: its own training config
+    (``--config`` only to point at the data), with --root / --tokens applied and checked."""
+    from xtinyhar.config import config_from_dict
+
+    raw = payload["config"]
+    if getattr(args, "root", None):
+        raw = {**raw, "data": {**raw["data"], "root": str(Path(args.root).resolve())}}
+    cfg = config_from_dict(raw, source=f"{model_path} (its training config)")
+    cache = _cache_for(cfg, args)
+    if cache.meta.get("config_hash") != payload.get("cache_hash"):
+        raise XTinyHARError(f"{model_path}: trained on windows of another preprocessing config "
+                            "than the data given; pass the --tokens it was trained with or none")
+    return cfg, cache
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """IG, rollout, teacher-student similarity and deletion curves on held-out windows."""
+    from xtinyhar.train.tasks import load_model
+    from xtinyhar.xai.explain import explain
+
+    student, payload = load_model(args.model, "student")
+    if not hasattr(student, "tokenizer"):
+        raise XTinyHARError(f"{args.model}: explain needs the Inertial Transformer (attention maps); "
+                            f"this is a {payload['model_config'].get('arch')} baseline")
+    if args.config:
+        _load_cfg(args)      # validates the file; the model's own config defines the windows
+    _, cache = _student_data(args, payload, args.model)
+    teacher = compare = None
+    labels = ("distilled student" if payload.get("distilled") else "student", "comparison")
+    if args.teacher:
+        teacher, t_payload = load_model(args.teacher, "teacher")
+        if sorted(t_payload["train_subjects"]) != sorted(payload["train_subjects"]):
+            raise XTinyHARError(f"{args.teacher}: trained on other subjects than {args.model}")
+    if args.compare:
+        compare, c_payload = load_model(args.compare, "student")
+        labels = (labels[0], "distilled student" if c_payload.get("distilled") else "student without KD")
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    summary = explain(student, payload, cache, args.out, teacher=teacher, compare=compare,
+                      labels_of=labels, classes=classes, max_windows=args.max_windows,
+                      steps=args.steps, baseline_kind=args.baseline)
+    gap = summary["ig_completeness_relative_gap"]
+    print(f"{summary['windows']} held-out windows (subjects {summary['held_out_subjects']}); IG "
+          f"{args.steps} steps vs {args.baseline} baseline, completeness gap median {gap['median']:.1e}, "
+          f"max {gap['max']:.1e}")
+    for name, value in summary.get("similarity", {}).items():
+        print(f"attention similarity to the teacher, {name}: {value:.3f}")
+    print("deletion AUC (lower = more faithful): " + ", ".join(
+        f"{k} {v:.3f}" for k, v in summary["deletion_auc"].items()))
+    print(f"wrote {Path(args.out)}/")
+    return 0
+
+
 def _add_common(parser: argparse.ArgumentParser, tokens: bool = True) -> None:
     parser.add_argument("--config", required=True, help="YAML config, e.g. configs/utd_mhad.yaml")
     parser.add_argument("--dataset", choices=DATASETS, help="overrides data.dataset")
@@ -393,6 +446,21 @@ def build_parser() -> argparse.ArgumentParser:
                              "(the rule training uses for short trials)")
     stream.add_argument("--chunk", type=int, default=5, help="samples per arriving packet (default 5)")
     stream.set_defaults(func=cmd_stream)
+    expl = sub.add_parser("explain", help="IG, attention rollout, teacher-student similarity, deletion curves")
+    expl.add_argument("--model", required=True, help="student checkpoint")
+    expl.add_argument("--teacher", help="teacher of the same fold (for attention similarity)")
+    expl.add_argument("--compare", help="another student of the same fold, e.g. trained with --no-kd")
+    expl.add_argument("--config", help="config file (checked; the windows follow the model's own config)")
+    expl.add_argument("--set", action="append", metavar="KEY=VALUE", help=argparse.SUPPRESS)
+    expl.add_argument("--root", help="dataset folder, if not where the model was trained")
+    expl.add_argument("--tokens", help="token cache the model was trained with (default: build)")
+    expl.add_argument("--out", required=True, help="output folder, e.g. xai_outputs/")
+    expl.add_argument("--classes", help="comma-separated class names to explain (default: all)")
+    expl.add_argument("--max-windows", type=int, default=200, help="held-out windows to use (default 200)")
+    expl.add_argument("--steps", type=int, default=64, help="IG path steps (default 64)")
+    expl.add_argument("--baseline", choices=("mean", "zero", "blur"), default="mean",
+                      help="IG and deletion baseline (default: training mean)")
+    expl.set_defaults(func=cmd_explain)
     return parser
 
 

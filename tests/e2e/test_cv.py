@@ -146,3 +146,25 @@ def test_stale_tokens_are_refused(tiny, tmp_path, capsys):
     other.write_text(yaml.safe_dump(raw))
     code = main(["cv", "--config", str(other), "--tokens", str(tiny["tokens"]), "--run", str(tmp_path / "r")])
     assert code == 2 and "stale token cache" in capsys.readouterr().err
+
+
+def test_explain_command_writes_every_output(tiny, tmp_path, capsys):
+    fold = tiny["run"] / "folds" / "0"
+    out = tmp_path / "xai"
+    args = ["explain", "--model", str(fold / "student.pt"), "--teacher", str(fold / "teacher.pt"),
+            "--config", str(tiny["config"]), "--tokens", str(tiny["tokens"]), "--out", str(out),
+            "--max-windows", "12", "--steps", "8"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "attention similarity to the teacher" in text and "deletion AUC" in text
+    names = {p.name for p in out.iterdir()}
+    assert {"rollout_layers.png", "rollout.npz", "similarity.json", "similarity_per_class.png",
+            "deletion.png", "deletion.json", "summary.json"} <= names
+    assert any(n.startswith("ig_") and n.endswith(".png") for n in names)
+    deletion = json.loads((out / "deletion.json").read_text())
+    assert set(deletion["auc"]) == {"IG", "rollout", "random"}
+    assert deletion["accuracy"]["IG"][0] == deletion["accuracy"]["random"][0]   # nothing removed yet
+    rollout = np.load(out / "rollout.npz")
+    np.testing.assert_allclose(rollout["relevance"].sum(1), 1.0, atol=1e-5)
+    assert main([*args[:-4], "--classes", "not_a_class"]) == 2
+    assert "unknown class" in capsys.readouterr().err

@@ -1,0 +1,37 @@
+"""Faithfulness by deletion: replace the most important fraction of a window's time steps by
+the baseline and watch accuracy fall. A faithful importance ranking makes it fall faster
+than a random one; the area under the accuracy-vs-fraction curve (lower = more faithful)
+summarises each curve."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+FRACTIONS = np.round(np.arange(0.0, 1.0001, 0.1), 2)
+
+
+@torch.no_grad()
+def deletion_curve(model: torch.nn.Module, imu: np.ndarray, labels: np.ndarray,
+                   importance: np.ndarray, baseline: np.ndarray,
+                   fractions: np.ndarray = FRACTIONS) -> np.ndarray:
+    """Accuracy after replacing, in each window, the ``f`` most important time steps (by
+    ``importance`` (B, T)) with ``baseline`` (B, T, C), for every ``f`` in ``fractions``."""
+    order = np.argsort(-importance, axis=1, kind="stable")            # most important first
+    T = imu.shape[1]
+    accuracies = []
+    for f in fractions:
+        k = int(round(f * T))
+        edited = imu.copy()
+        if k:
+            rows = np.arange(len(imu))[:, None]
+            edited[rows, order[:, :k]] = baseline[rows, order[:, :k]]
+        pred = model.eval()(torch.from_numpy(edited.astype(np.float32))).argmax(1).numpy()
+        accuracies.append(float(np.mean(pred == labels)))
+    return np.asarray(accuracies)
+
+
+def area_under_curve(fractions: np.ndarray, accuracies: np.ndarray) -> float:
+    """Trapezoid area over fractions in [0, 1]."""
+    x, y = np.asarray(fractions, dtype=float), np.asarray(accuracies, dtype=float)
+    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2))
