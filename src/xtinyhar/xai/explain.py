@@ -84,13 +84,17 @@ def plot_rollout_layers(layers: np.ndarray, rollout: np.ndarray, n_real: int, pa
 
     mats = [*layers[:, :n_real, :n_real], rollout[:n_real, :n_real]]
     names = [f"layer {i + 1}" for i in range(len(layers))] + ["rollout"]
-    fig, axes = plt.subplots(1, len(mats), figsize=(3.2 * len(mats), 3.2))
+    fig, axes = plt.subplots(1, len(mats), figsize=(4.2 * len(mats), 3.8), layout="constrained")
     for ax, mat, name in zip(np.atleast_1d(axes), mats, names):
         im = ax.imshow(mat, cmap="viridis", vmin=0)
         ax.set_title(name)
         ax.set_xlabel("key token (time order)")
         ax.set_ylabel("query token")
-        fig.colorbar(im, ax=ax, shrink=0.7)
+        ticks = np.arange(0, n_real, max(1, n_real // 6))
+        ax.set_xticks(ticks)
+        ax.set_yticks(ticks)
+        fig.colorbar(im, ax=ax, shrink=0.8, label="attention weight")
+    fig.suptitle("attention per layer (heads averaged, residual added) and rollout, one window")
     _save_figure(fig, path)
 
 
@@ -106,8 +110,9 @@ def plot_similarity(per_class: dict[str, dict[str, float]], path: Path) -> None:
         ax.bar(np.arange(len(names)) + i * width, [values[n] for n in names], width, label=label)
     ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=75, ha="right", fontsize=7)
     ax.set_ylabel("cosine similarity to the teacher")
-    ax.set_ylim(0, 1)
-    ax.legend()
+    ax.set_ylim(0, 1.12)
+    ax.axhline(1.0, color="grey", lw=0.5)
+    ax.legend(loc="upper center", ncol=len(per_class), fontsize=8, frameon=False)
     _save_figure(fig, path)
 
 
