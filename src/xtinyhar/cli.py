@@ -258,8 +258,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     if cache.meta.get("config_hash") != payload.get("cache_hash"):
         raise XTinyHARError(f"{args.model}: trained on windows of another preprocessing config "
                             "than the data given; pass the --tokens it was trained with or none")
-    reports = export_checkpoint(model, payload, cache, args.out, int8=args.int8,
-                                tolerance=args.tolerance)
+    if args.format == "tflite":
+        from xtinyhar.export.to_tflite import export_checkpoint_tflite
+
+        reports = export_checkpoint_tflite(model, payload, cache, args.out, int8=args.int8,
+                                           tolerance=args.tolerance)
+    else:
+        reports = export_checkpoint(model, payload, cache, args.out, int8=args.int8,
+                                    tolerance=args.tolerance)
     for precision, r in reports.items():
         acc = r["accuracy"]
         parity = (f"max |logit diff| vs PyTorch {r['parity_max_abs']:.2e}" if precision == "fp32" else
@@ -427,10 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
     prof.set_defaults(func=cmd_profile)
     export = sub.add_parser("export", help="export a student to ONNX (+ int8) with parity checks")
     export.add_argument("--model", required=True, help="student checkpoint, e.g. runs/utd/folds/0/student.pt")
-    export.add_argument("--format", choices=("onnx",), default="onnx", help="output format")
-    export.add_argument("--out", required=True, help="e.g. exports/xtinyhar_student.onnx")
+    export.add_argument("--format", choices=("onnx", "tflite"), default="onnx",
+                        help="onnx (default) or tflite (needs the optional extra: pip install -e '.[tflite]')")
+    export.add_argument("--out", required=True, help="e.g. exports/xtinyhar_student.onnx (or .tflite)")
     export.add_argument("--int8", action="store_true",
-                        help="also write <out>_int8.onnx (static quantisation, calibrated on training subjects)")
+                        help="also write <out>_int8: ONNX static int8 calibrated on training subjects, "
+                             "or TFLite dynamic-range int8")
     export.add_argument("--root", help="dataset folder, if not where the checkpoint was trained")
     export.add_argument("--tokens", help="token cache the model was trained with (default: build)")
     export.add_argument("--tolerance", type=float, default=1e-4, help="max |logit difference| (fp32)")

@@ -158,3 +158,58 @@ def test_export_and_stream_commands(student, utd_root, utd_trials, tmp_path, cap
     # the teacher cannot be exported for a wearable
     assert main(["export", "--model", str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- TFLite
+
+def require_tflite():
+    """The TFLite stack is an optional extra: skipped locally without it, required in CI."""
+    import importlib.util
+    import os
+
+    if all(importlib.util.find_spec(m) for m in ("litert_torch", "ai_edge_litert", "ai_edge_quantizer")):
+        return
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail("CI must test the TFLite export: install the extra (pip install -e '.[tflite]')")
+    pytest.skip("TFLite extra not installed (pip install -e '.[tflite]')")
+
+
+@pytest.fixture(scope="module")
+def tflite(student, utd_cache):
+    require_tflite()
+    from xtinyhar.export.to_tflite import export_checkpoint_tflite
+
+    out = student["folder"] / "s.tflite"
+    reports = export_checkpoint_tflite(student["model"], student["payload"], utd_cache, out, int8=True)
+    return {"path": out, "reports": reports}
+
+
+def test_tflite_matches_pytorch_on_held_out_real_windows(tflite, student):
+    fp32, int8 = tflite["reports"]["fp32"], tflite["reports"]["int8"]
+    assert fp32["parity_max_abs"] < 1e-4 and fp32["held_out_subjects"] == [2, 4, 6, 8]
+    assert fp32["accuracy"]["trial"] == pytest.approx(student["reports"]["fp32"]["accuracy_torch"]["trial"])
+    # dynamic-range int8: smaller file; same stated bounds as the ONNX int8 test
+    # (a small model: graph overhead and small tensors left in float keep the ratio near 2/3)
+    assert int8["bytes"] < 0.8 * fp32["bytes"] and int8["same_prediction"] >= 0.85
+    assert abs(int8["trial_accuracy_change_vs_fp32"]) <= 0.05
+
+
+def test_tflite_runtime_without_torch_agrees_with_onnx(tflite, student, utd_cache):
+    index = np.flatnonzero(utd_cache.subject == 4)[:6]
+    np.save(student["folder"] / "w4.npy", utd_cache.imu[index])
+    code = ("import sys, json, numpy as np\n"
+            "from xtinyhar.export.runtime import HarModel\n"
+            f"m = HarModel({str(tflite['path'])!r})\n"
+            f"p = m.predict_proba(np.load({str(student['folder'] / 'w4.npy')!r}))\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n"
+            "print(json.dumps(p.tolist()))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    probs = np.array(json.loads(out.stdout.strip().splitlines()[-1]))
+    np.testing.assert_allclose(probs, HarModel(student["onnx"]).predict_proba(utd_cache.imu[index]), atol=1e-5)
+
+
+def test_export_command_tflite(tflite, student, tmp_path, capsys):
+    out = tmp_path / "cli.tflite"
+    assert main(["export", "--model", str(student["ckpt"]), "--format", "tflite", "--out", str(out)]) == 0
+    assert "max |logit diff| vs PyTorch" in capsys.readouterr().out
+    assert out.exists() and json.loads(out.with_suffix(".json").read_text())["format"] == "tflite"

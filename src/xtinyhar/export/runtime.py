@@ -1,6 +1,7 @@
 """Device runtime: run an exported XTinyHAR model with numpy and onnxruntime only.
 
-A Raspberry Pi script needs nothing else (no torch, no scipy)::
+A Raspberry Pi script needs nothing else (no torch, no scipy); for ``.tflite`` files
+``ai-edge-litert`` replaces onnxruntime::
 
     from xtinyhar.export.runtime import HarModel, Streamer
     model = HarModel("exports/xtinyhar_student.onnx")
@@ -56,19 +57,33 @@ class HarModel:
         self.path = Path(path)
         if not self.path.is_file():
             raise DataError(f"{self.path}: model file not found")
-        if self.path.suffix != ".onnx":
-            raise DataError(f"{self.path}: unsupported model format {self.path.suffix!r} (expected .onnx)")
-        import onnxruntime as ort
+        if self.path.suffix not in (".onnx", ".tflite"):
+            raise DataError(f"{self.path}: unsupported model format {self.path.suffix!r} "
+                            "(expected .onnx or .tflite)")
+        self.session = self.interpreter = None
+        if self.path.suffix == ".onnx":
+            import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(self.path), options,
-                                                providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise DataError(f"{self.path}: not a readable ONNX model ({str(exc).splitlines()[0][:160]})") from None
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            options.log_severity_level = 3
+            try:
+                self.session = ort.InferenceSession(str(self.path), options,
+                                                    providers=["CPUExecutionProvider"])
+            except Exception as exc:
+                raise DataError(f"{self.path}: not a readable ONNX model ({str(exc).splitlines()[0][:160]})") from None
+        else:
+            try:
+                from ai_edge_litert.interpreter import Interpreter
+            except ImportError:
+                raise DataError(f"{self.path}: running .tflite needs ai-edge-litert "
+                                "(pip install ai-edge-litert)") from None
+            try:
+                self.interpreter = Interpreter(model_path=str(self.path), num_threads=threads)
+                self.interpreter.allocate_tensors()
+            except Exception as exc:
+                raise DataError(f"{self.path}: not a readable TFLite model ({str(exc).splitlines()[0][:160]})") from None
         self.metadata = read_metadata(self.path, self.session)
         self.class_names: list[str] = list(self.metadata["class_names"])
         self.window: int = int(self.metadata["window"])
@@ -98,7 +113,17 @@ class HarModel:
         return np.ascontiguousarray(imu, dtype=np.float32)
 
     def logits(self, imu: np.ndarray, source: str = "input") -> np.ndarray:
-        return self.session.run(None, {"imu": self.check(imu, source)})[0]
+        imu = self.check(imu, source)
+        if self.session is not None:
+            return self.session.run(None, {"imu": imu})[0]
+        inp = self.interpreter.get_input_details()[0]
+        out = self.interpreter.get_output_details()[0]
+        rows = []
+        for window in imu:                          # the TFLite graph has a batch of 1
+            self.interpreter.set_tensor(inp["index"], window[None])
+            self.interpreter.invoke()
+            rows.append(self.interpreter.get_tensor(out["index"])[0].copy())
+        return np.stack(rows)
 
     def predict_proba(self, imu: np.ndarray, source: str = "input") -> np.ndarray:
         """(B, K) class probabilities for (B, W, C) windows (or (1, K) for one window)."""
