@@ -10,8 +10,8 @@ Models: the student of ``<runs>/standard_seed42`` (distilled) and the baselines 
 ``<runs>/baseline_minirocket`` (refitted on the same training subjects for timing).
 For each: trial accuracy on the held-out subjects (from the run), parameters, ONNX file size
 fp32 and int8, MFLOPs per window, batch-1 latency on 1 thread (median and p95 over
-``--latency-runs`` calls after warm-up) in PyTorch eager, ONNX Runtime fp32 and ONNX Runtime
-int8, and the ratio of each model's ORT fp32 latency to the student's. The input is a raw
+``--latency-runs`` calls after warm-up) in PyTorch eager, ONNX Runtime fp32, ONNX Runtime
+int8 and TFLite fp32 (when the tflite extra is installed), and the ratio of each model's ORT fp32 latency to the student's. The input is a raw
 window in physical units; normalisation and dynamic patching are inside every graph.
 """
 
@@ -41,6 +41,27 @@ def ort_latency(path: Path, window: np.ndarray, runs: int) -> dict:
     session = onnx_session(path, threads=1)
     feed = {"imu": window}
     return measure_latency(lambda: session.run(None, feed), runs=runs, threads=1)
+
+
+def tflite_latency(model, payload, cache, out: Path, window: np.ndarray, runs: int) -> dict | None:
+    """TFLite fp32 batch-1 latency, when the optional extra is installed."""
+    try:
+        from xtinyhar.export.to_tflite import export_checkpoint_tflite, tflite_interpreter
+    except ImportError:
+        return None
+    try:
+        report = export_checkpoint_tflite(model, payload, cache, out)["fp32"]
+    except Exception as exc:  # missing extra or a conversion failure: report, keep going
+        print(f"TFLite skipped for {out.name}: {exc}", file=sys.stderr)
+        return None
+    it = tflite_interpreter(report["file"], threads=1)
+    inp, res = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
+
+    def call():
+        it.set_tensor(inp, window)
+        it.invoke()
+        it.get_tensor(res)
+    return measure_latency(call, runs=runs, threads=1)
 
 
 def torch_latency(model, window: np.ndarray, runs: int) -> dict:
@@ -86,6 +107,8 @@ def main() -> int:
             "torch_ms": torch_latency(model, window, args.latency_runs),
             "ort_ms": ort_latency(Path(reports["fp32"]["file"]), window, args.latency_runs),
             "ort_int8_ms": ort_latency(Path(reports["int8"]["file"]), window, args.latency_runs),
+            "tflite_ms": tflite_latency(model, payload, cache, out / f"{name.split()[0]}.tflite",
+                                        window, args.latency_runs),
         })
     mr_run = runs / "baseline_minirocket"
     if (mr_run / "summary.json").exists() and cache is not None:
@@ -101,7 +124,7 @@ def main() -> int:
                      "mflops": None, "torch_ms": None,
                      "ort_ms": measure_latency(lambda: model.scores(window), warmup=20,
                                                runs=min(args.latency_runs, 300), threads=1),
-                     "ort_int8_ms": None})
+                     "ort_int8_ms": None, "tflite_ms": None})
     student = next((r for r in rows if r["model"].startswith("student")), None)
 
     def ms(value):
@@ -111,7 +134,7 @@ def main() -> int:
         return format(value, fmt) if value is not None else "-"
 
     header = (f"{'model':<20} {'trial acc':>9} {'int8 acc':>8} {'params':>9} {'fp32 KB':>8} {'int8 KB':>8} "
-              f"{'MFLOPs':>7} {'torch ms':>13} {'ORT ms':>13} {'ORT int8 ms':>13} {'x student':>9}")
+              f"{'MFLOPs':>7} {'torch ms':>13} {'ORT ms':>13} {'ORT int8 ms':>13} {'TFLite ms':>13} {'x student':>9}")
     print(f"\nbatch 1, 1 thread, median/p95 over {args.latency_runs} runs; runs from {runs}")
     print(header)
     print("-" * len(header))
@@ -120,7 +143,7 @@ def main() -> int:
         print(f"{r['model']:<20} {r['trial_acc']:>9.3f} {num(r['int8_trial_acc'], '.3f'):>8} "
               f"{num(r['params'], ','):>9} {num(r['fp32_kb'], '.1f'):>8} {num(r['int8_kb'], '.1f'):>8} "
               f"{num(r['mflops'], '.2f'):>7} {ms(r['torch_ms']):>13} {ms(r['ort_ms']):>13} "
-              f"{ms(r['ort_int8_ms']):>13} {num(ratio, '.2f'):>9}")
+              f"{ms(r['ort_int8_ms']):>13} {ms(r['tflite_ms']):>13} {num(ratio, '.2f'):>9}")
     print("MiniRocket's 'ORT ms' column is its transform + ridge in numpy/numba (no ONNX graph).")
     write_json(out / "bench_edge.json", rows)
     return 0
