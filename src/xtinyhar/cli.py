@@ -241,8 +241,8 @@ def _latency_columns(model, inputs, runs: int) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Export a student checkpoint to ONNX (+ int8), with parity and accuracy on held-out subjects."""
-    from xtinyhar.config import config_from_dict
+    """Export a student checkpoint to ONNX or TFLite (+ int8), with parity and accuracy on
+    held-out subjects."""
     from xtinyhar.export.to_onnx import export_checkpoint
     from xtinyhar.train.tasks import load_model
 
@@ -250,14 +250,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if payload["kind"] != "student":
         raise XTinyHARError(f"{args.model}: is a {payload['kind']} checkpoint; export takes the "
                             "IMU-only student (the teacher needs a skeleton a wearable does not have)")
-    raw = payload["config"]
-    if args.root:
-        raw = {**raw, "data": {**raw["data"], "root": str(Path(args.root).resolve())}}
-    cfg = config_from_dict(raw, source=f"{args.model} (its training config)")
-    cache = _cache_for(cfg, args)
-    if cache.meta.get("config_hash") != payload.get("cache_hash"):
-        raise XTinyHARError(f"{args.model}: trained on windows of another preprocessing config "
-                            "than the data given; pass the --tokens it was trained with or none")
+    _, cache = _student_data(args, payload, args.model)
     if args.format == "tflite":
         from xtinyhar.export.to_tflite import export_checkpoint_tflite
 

@@ -80,18 +80,24 @@ def test_parity_failure_names_the_numbers_and_leaves_no_file(student, utd_cache,
     assert not out.exists() and not out.with_suffix(".json").exists()
 
 
-def test_runtime_needs_no_torch(student, utd_cache):
-    index = np.flatnonzero(utd_cache.subject == 2)[:8]
-    np.save(student["folder"] / "w.npy", utd_cache.imu[index])
-    code = ("import sys, numpy as np\n"
+def probabilities_without_torch(model_path, imu: np.ndarray, folder) -> np.ndarray:
+    """Run the device runtime in a fresh interpreter and check torch was never imported."""
+    np.save(folder / "windows.npy", imu)
+    code = ("import sys, json, numpy as np\n"
             "from xtinyhar.export.runtime import HarModel\n"
-            f"m = HarModel({str(student['onnx'])!r})\n"
-            f"p = m.predict_proba(np.load({str(student['folder'] / 'w.npy')!r}))\n"
+            f"p = HarModel({str(model_path)!r}).predict_proba(np.load({str(folder / 'windows.npy')!r}))\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n"
-            "print(p.argmax(1).tolist())\n")
+            "print(json.dumps(p.tolist()))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return np.array(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_runtime_needs_no_torch(student, utd_cache):
     from xtinyhar.export.to_onnx import torch_logits
-    assert json.loads(out.stdout) == torch_logits(student["model"], utd_cache.imu[index]).argmax(1).tolist()
+
+    index = np.flatnonzero(utd_cache.subject == 2)[:8]
+    probs = probabilities_without_torch(student["onnx"], utd_cache.imu[index], student["folder"])
+    assert probs.argmax(1).tolist() == torch_logits(student["model"], utd_cache.imu[index]).argmax(1).tolist()
 
 
 def test_streaming_equals_batch_windows(student, utd_trials):
@@ -196,15 +202,7 @@ def test_tflite_matches_pytorch_on_held_out_real_windows(tflite, student):
 
 def test_tflite_runtime_without_torch_agrees_with_onnx(tflite, student, utd_cache):
     index = np.flatnonzero(utd_cache.subject == 4)[:6]
-    np.save(student["folder"] / "w4.npy", utd_cache.imu[index])
-    code = ("import sys, json, numpy as np\n"
-            "from xtinyhar.export.runtime import HarModel\n"
-            f"m = HarModel({str(tflite['path'])!r})\n"
-            f"p = m.predict_proba(np.load({str(student['folder'] / 'w4.npy')!r}))\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'\n"
-            "print(json.dumps(p.tolist()))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    probs = np.array(json.loads(out.stdout.strip().splitlines()[-1]))
+    probs = probabilities_without_torch(tflite["path"], utd_cache.imu[index], student["folder"])
     np.testing.assert_allclose(probs, HarModel(student["onnx"]).predict_proba(utd_cache.imu[index]), atol=1e-5)
 
 

@@ -35,6 +35,12 @@ class ExportError(XTinyHARError):
     """An exported model disagrees with PyTorch, or the export itself failed."""
 
 
+def describe(exc: BaseException) -> str:
+    """``Type: first line of the message`` of a converter's exception, for a one-line error."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+
+
 def sidecar_path(model_path: str | Path) -> Path:
     """``exports/x.onnx`` -> ``exports/x.json``: the metadata the runtime reads."""
     return Path(model_path).with_suffix(".json")
@@ -111,8 +117,7 @@ def export_onnx(model: torch.nn.Module, out: str | Path, metadata: dict) -> Path
     except XTinyHARError:
         raise
     except Exception as exc:
-        raise ExportError(f"{out}: ONNX export failed ({type(exc).__name__}: "
-                          f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''})") from exc
+        raise ExportError(f"{out}: ONNX export failed ({describe(exc)})") from exc
     finally:
         tmp.unlink(missing_ok=True)
     return out

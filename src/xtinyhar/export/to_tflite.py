@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xtinyhar.export.to_onnx import (ExportError, _temp_beside, compare, sidecar_path,
+from xtinyhar.export.to_onnx import (ExportError, _temp_beside, compare, describe, sidecar_path,
                                      torch_logits, window_and_trial_accuracy)
 from xtinyhar.io import write_json
 
@@ -55,8 +55,7 @@ def export_tflite(model: torch.nn.Module, out: str | Path, metadata: dict) -> Pa
     except ExportError:
         raise
     except Exception as exc:
-        raise ExportError(f"{out}: TFLite conversion failed ({type(exc).__name__}: "
-                          f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''})") from exc
+        raise ExportError(f"{out}: TFLite conversion failed ({describe(exc)})") from exc
     finally:
         tmp.unlink(missing_ok=True)
     return out
