@@ -168,3 +168,21 @@ def test_explain_command_writes_every_output(tiny, tmp_path, capsys):
     np.testing.assert_allclose(rollout["relevance"].sum(1), 1.0, atol=1e-5)
     assert main([*args[:-4], "--classes", "not_a_class"]) == 2
     assert "unknown class" in capsys.readouterr().err
+
+
+def test_resume_accepts_a_run_saved_before_a_new_config_key(tiny, tmp_path):
+    """A key added to the package later (here model.student.arch) takes its default, so a run
+    started by an older version still resumes; a real change of value is still refused."""
+    import shutil
+
+    run = tmp_path / "old_run"
+    shutil.copytree(tiny["run"], run)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    del saved["config"]["model"]["student"]["arch"]
+    (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    summary = run_cv(tiny["cfg"], tiny["cache"], protocol="kfold", run_dir=run, resume=True)
+    assert summary["student_trial"] == tiny["summary"]["student_trial"]
+    saved["config"]["train"]["epochs"] = 99
+    (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    with pytest.raises(Exception, match="started with another config"):
+        run_cv(tiny["cfg"], tiny["cache"], protocol="kfold", run_dir=run, resume=True)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import yaml
 
-from xtinyhar.config import Config, cache_hash
+from xtinyhar.config import Config, cache_hash, config_from_dict
 from xtinyhar.data.splits import Split, make_splits
 from xtinyhar.errors import XTinyHARError
 from xtinyhar.evaluate.metrics import (classification_metrics, format_summary_table,
@@ -177,7 +177,11 @@ def run_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path
     saved = run_dir / "config.yaml"
     if saved.exists():
         previous = yaml.safe_load(saved.read_text()) or {}
-        if previous.get("config", {}) != cfg.to_dict() or previous.get("kd") != kd:
+        try:   # keys added to the package since the run started take their defaults
+            before = config_from_dict(previous.get("config", {}), source=str(saved)).to_dict()
+        except XTinyHARError:
+            before = None
+        if before != cfg.to_dict() or previous.get("kd") != kd:
             raise XTinyHARError(f"{saved}: the run was started with another config or KD setting; "
                                 "resume it with the same ones or choose another --run")
     else:
