@@ -193,26 +193,28 @@ def cmd_profile(args: argparse.Namespace) -> int:
         models = [(f"student ({cfg.model.student.arch})", build_student(cfg, n_classes).eval()),
                   ("teacher", STConvTeacher(teacher_config(cfg, n_classes, args.joints)).eval())]
     header = f"{'model':<40} {'params':>9} {'size KB':>9} {'MFLOPs':>9}"
-    if args.latency:
-        header += f" {'peak MB':>8} {'ONNX KB':>8} {'torch ms (med/p95)':>19} {'ORT ms (med/p95)':>17}"
-    print(header + "   (batch 1, one window" + (", 1 thread)" if args.latency else ")"))
+    print(header + "   (batch 1, one window" + (", latency on 1 thread)" if args.latency else ")"))
     for name, model in models:
         cfg_m = model.cfg
         imu = torch.zeros(1, cfg_m.window, cfg_m.channels)
         inputs = (imu,) if not hasattr(cfg_m, "skeleton_frames") else (
             imu, torch.zeros(1, cfg_m.skeleton_frames, cfg_m.joints, 3))
         prof = profile_model(name, model, *inputs)
-        line = f"{name:<40} {prof.params:>9,} {prof.size_bytes / 1024:>9.1f} {prof.flops / 1e6:>9.2f}"
+        print(f"{name:<40} {prof.params:>9,} {prof.size_bytes / 1024:>9.1f} {prof.flops / 1e6:>9.2f}")
         if args.latency:
-            line += _latency_columns(model, inputs, args.runs)
-        print(line)
+            print("\n".join(_edge_rows(model, inputs, args.runs)))
     return 0
 
 
-def _latency_columns(model, inputs, runs: int) -> str:
-    """Peak inference memory, ONNX size and batch-1 latency on 1 thread (PyTorch and ORT)."""
+def _edge_rows(model, inputs, runs: int) -> list[str]:
+    """Peak inference memory, then file size and batch-1 latency (1 thread) per runtime:
+    PyTorch eager, ONNX Runtime fp32 and int8, TFLite fp32 and int8 (when the tflite extra
+    is installed). int8 files are calibrated on the profiling window itself: their size and
+    speed are real, their accuracy is not (``xtinyhar export --int8`` reports that)."""
+    import importlib.util
     import tempfile
 
+    import numpy as np
     import torch
 
     from xtinyhar.evaluate.profile import measure_latency, peak_memory_bytes
@@ -220,24 +222,44 @@ def _latency_columns(model, inputs, runs: int) -> str:
     def call():
         with torch.inference_mode():
             model(*inputs)
-    peak = peak_memory_bytes(call) / 2**20
-    eager = measure_latency(call, runs=runs)
-    cols = f" {peak:>8.2f}"
-    if len(inputs) == 1:      # IMU-only models export; the teacher also needs a skeleton
-        from xtinyhar.export.to_onnx import export_onnx, onnx_session
+    rows = [f"  peak inference memory {peak_memory_bytes(call) / 2**20:.2f} MB",
+            f"  {'runtime':<22} {'file KB':>9} {'median ms':>10} {'p95 ms':>8}"]
 
-        with tempfile.TemporaryDirectory() as folder:
-            path = export_onnx(model, Path(folder) / "m.onnx",
-                               {"window": model.cfg.window, "channels": model.cfg.channels})
-            session = onnx_session(path, threads=1)
-            feed = {"imu": inputs[0].numpy()}
-            ort = measure_latency(lambda: session.run(None, feed), runs=runs)
-            cols += f" {path.stat().st_size / 1024:>8.1f}"
-    else:
-        ort, cols = None, cols + f" {'-':>8}"
-    cols += f" {eager['median_ms']:>9.3f}/{eager['p95_ms']:<9.3f}"
-    cols += f" {ort['median_ms']:>8.3f}/{ort['p95_ms']:<8.3f}" if ort else f" {'-':>17}"
-    return cols
+    def row(name, size, latency):
+        size_text = f"{size / 1024:.1f}" if size is not None else "-"
+        rows.append(f"  {name:<22} {size_text:>9} {latency['median_ms']:>10.3f} {latency['p95_ms']:>8.3f}")
+    row("PyTorch eager", None, measure_latency(call, runs=runs))
+    if len(inputs) != 1:          # the teacher also needs a skeleton: no edge export
+        return rows
+    from xtinyhar.export.to_onnx import export_onnx, onnx_session, quantize_onnx_int8
+
+    window = inputs[0].numpy()
+    meta = {"window": model.cfg.window, "channels": model.cfg.channels}
+    with tempfile.TemporaryDirectory() as folder:
+        path = export_onnx(model, Path(folder) / "m.onnx", meta)
+        calibration = np.repeat(window, 8, axis=0)
+        int8 = quantize_onnx_int8(path, Path(folder) / "m_int8.onnx", calibration, meta)
+        for name, file in (("ONNX Runtime fp32", path), ("ONNX Runtime int8", int8)):
+            session = onnx_session(file, threads=1)
+            row(name, file.stat().st_size, measure_latency(lambda: session.run(None, {"imu": window}), runs=runs))
+        if all(importlib.util.find_spec(m) for m in ("litert_torch", "ai_edge_litert", "ai_edge_quantizer")):
+            from xtinyhar.export.to_tflite import (export_tflite, quantize_tflite_dynamic,
+                                                   tflite_interpreter)
+
+            fp32 = export_tflite(model, Path(folder) / "m.tflite", meta)
+            dynamic = quantize_tflite_dynamic(fp32, Path(folder) / "m_int8.tflite", meta)
+            for name, file in (("TFLite fp32", fp32), ("TFLite int8 (dynamic)", dynamic)):
+                it = tflite_interpreter(file, threads=1)
+                index_in, index_out = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
+
+                def invoke():
+                    it.set_tensor(index_in, window)
+                    it.invoke()
+                    it.get_tensor(index_out)
+                row(name, file.stat().st_size, measure_latency(invoke, runs=runs))
+        else:
+            rows.append("  TFLite: not installed (pip install -e '.[tflite]')")
+    return rows
 
 
 def cmd_export(args: argparse.Namespace) -> int:

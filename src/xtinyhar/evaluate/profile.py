@@ -13,10 +13,7 @@ they need anyway to return the attention maps), so the attention cost is in the 
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
-import sys
 import statistics
 import time
 import warnings
@@ -25,6 +22,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+
+from xtinyhar.io import quiet_output
 from torch.utils.flop_counter import FlopCounterMode
 
 
@@ -92,21 +91,6 @@ def measure_latency(fn: Callable[[], object], *, warmup: int = 50, runs: int = 1
             "mean_ms": float(statistics.fmean(ms)), "runs": int(runs)}
 
 
-@contextlib.contextmanager
-def _quiet_stderr():
-    """The profiler's C++ backend (kineto) prints start/stop lines straight to file
-    descriptor 2; hide them while it runs."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def peak_memory_bytes(fn: Callable[[], object]) -> int:
     """Peak bytes of PyTorch CPU tensor memory allocated while ``fn()`` runs.
 
@@ -121,7 +105,7 @@ def peak_memory_bytes(fn: Callable[[], object]) -> int:
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with quiet_output(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     events = [(e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
               if e.name() == "[memory]" and e.device_type() == DeviceType.CPU]

@@ -10,8 +10,6 @@ beside the file. The stack is an optional extra (``pip install .[tflite]``, ~1.2
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import os
 import warnings
@@ -22,13 +20,14 @@ import torch
 
 from xtinyhar.export.to_onnx import (ExportError, _temp_beside, compare, describe, sidecar_path,
                                      torch_logits, window_and_trial_accuracy)
-from xtinyhar.io import write_json
+from xtinyhar.io import quiet_output, write_json
 
 
 def _require():
     try:
-        import ai_edge_litert  # noqa: F401
-        import litert_torch  # noqa: F401
+        with quiet_output():      # importing them logs TF/absl/torchao notices
+            import ai_edge_litert  # noqa: F401
+            import litert_torch  # noqa: F401
     except ImportError as exc:
         raise ExportError(f"TFLite export needs the optional extra: pip install -e '.[tflite]' "
                           f"({exc.name} is missing)") from None
@@ -47,7 +46,7 @@ def export_tflite(model: torch.nn.Module, out: str | Path, metadata: dict) -> Pa
     try:
         for name in ("litert_torch", "absl", "jax"):
             logging.getLogger(name).setLevel(logging.ERROR)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), quiet_output():   # the converter's progress report
             warnings.simplefilter("ignore")
             litert_torch.convert(model.eval(), (example,)).export(str(tmp))
         write_json(sidecar_path(out), metadata)
@@ -64,8 +63,9 @@ def export_tflite(model: torch.nn.Module, out: str | Path, metadata: dict) -> Pa
 def tflite_interpreter(path: str | Path, threads: int = 1):
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(path), num_threads=threads)
-    interpreter.allocate_tensors()
+    with quiet_output():      # "Created TensorFlow Lite XNNPACK delegate for CPU."
+        interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        interpreter.allocate_tensors()
     return interpreter
 
 
@@ -88,8 +88,7 @@ def quantize_tflite_dynamic(fp32_path: str | Path, out: str | Path, metadata: di
     out = Path(out)
     tmp = _temp_beside(out, ".tflite")
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):      # the quantizer's own report
+        with warnings.catch_warnings(), quiet_output():   # the quantizer's own report
             warnings.simplefilter("ignore")
             qt = quantizer.Quantizer(str(fp32_path))
             qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
