@@ -51,3 +51,5 @@ def test_set_overrides_config_keys(capsys):
     assert err.count("\n") == 1 and "archh" in err
     assert main(["profile", "--config", str(CONFIGS / "synthetic.yaml"), "--set", "oops"]) == 2
     assert "expected KEY=VALUE" in capsys.readouterr().err
+    assert main(["profile", "--config", str(CONFIGS / "synthetic.yaml"), "--set", "train.lr=[1,"]) == 2
+    assert "not a valid YAML scalar" in capsys.readouterr().err

@@ -30,7 +30,10 @@ def _parse_set(items: list[str] | None) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise XTinyHARError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=10")
-        overrides[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        try:
+            overrides[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            raise XTinyHARError(f"--set {item!r}: the value is not a valid YAML scalar") from None
     return overrides
 
 
@@ -122,7 +125,8 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
     workdir = _workdir(args.save)
     trained = fit_teacher(cfg, cache, split.train, split.val, workdir=workdir, resume=args.resume)
     save_model(args.save, trained.model, cfg=cfg, class_names=cache.class_names,
-               cache_hash=cache.meta["config_hash"], train_subjects=list(split.train_subjects))
+               cache_hash=cache.meta["config_hash"], train_subjects=list(split.train_subjects),
+               extra={"val_subjects": [int(s) for s in split.val_subjects]})
     _finish_fit(trained.result, workdir, args.save)
     _report_test(trained.model, cache, split, cfg, teacher=True)
     print(f"wrote {args.save}")
@@ -150,7 +154,8 @@ def cmd_train_student(args: argparse.Namespace) -> int:
                           resume=args.resume)
     save_model(args.save, trained.model, cfg=cfg, class_names=cache.class_names,
                cache_hash=cache.meta["config_hash"], train_subjects=list(split.train_subjects),
-               extra={"distilled": teacher is not None})
+               extra={"distilled": teacher is not None,
+                      "val_subjects": [int(s) for s in split.val_subjects]})
     _finish_fit(trained.result, workdir, args.save)
     _report_test(trained.model, cache, split, cfg, teacher=False)
     print(f"wrote {args.save}")
@@ -268,6 +273,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from xtinyhar.export.to_onnx import export_checkpoint
     from xtinyhar.train.tasks import load_model
 
+    suffix = ".tflite" if args.format == "tflite" else ".onnx"
+    if Path(args.out).suffix != suffix:
+        raise XTinyHARError(f"--out {args.out}: a {args.format} file should end in {suffix}")
     model, payload = load_model(args.model)
     if payload["kind"] != "student":
         raise XTinyHARError(f"{args.model}: is a {payload['kind']} checkpoint; export takes the "
@@ -304,6 +312,9 @@ def cmd_stream(args: argparse.Namespace) -> int:
     if path.suffix == ".mat":
         from xtinyhar.data.utd_mhad import read_inertial
 
+        if model.imu_hz != 50:
+            raise XTinyHARError(f"{path}: UTD-MHAD files are 50 Hz, the model expects "
+                                f"{model.imu_hz:g} Hz; resample and pass a CSV")
         imu = read_inertial(path)
     else:
         imu = read_imu_csv(path, model.channels)
@@ -314,6 +325,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
                                 f"{model.imu_hz:g} Hz); --pad repeats the last sample as training does")
         imu = np.concatenate([imu, np.repeat(imu[-1:], model.window - len(imu), axis=0)])
         print(f"{path.name}: padded to {model.window} samples by repeating the last one")
+    if args.chunk < 1 or (args.stride is not None and args.stride < 1):
+        raise XTinyHARError("--chunk and --stride must be >= 1")
     stream = Streamer(model, args.stride)
     print(f"{path.name}: {len(imu)} samples at {model.imu_hz:g} Hz, window {model.window}, "
           f"stride {stream.stride}")
@@ -359,8 +372,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
         teacher, t_payload = load_model(args.teacher, "teacher")
         if sorted(t_payload["train_subjects"]) != sorted(payload["train_subjects"]):
             raise XTinyHARError(f"{args.teacher}: trained on other subjects than {args.model}")
+    if args.max_windows < 1 or args.steps < 1:
+        raise XTinyHARError("--max-windows and --steps must be >= 1")
     if args.compare:
         compare, c_payload = load_model(args.compare, "student")
+        if not hasattr(compare, "tokenizer"):
+            raise XTinyHARError(f"{args.compare}: a baseline has no attention maps to compare")
+        if (sorted(c_payload["train_subjects"]) != sorted(payload["train_subjects"])
+                or c_payload.get("cache_hash") != payload.get("cache_hash")):
+            raise XTinyHARError(f"{args.compare}: trained on other subjects or windows than {args.model}")
         labels = (labels[0], "distilled student" if c_payload.get("distilled") else "student without KD")
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     summary = explain(student, payload, cache, args.out, teacher=teacher, compare=compare,

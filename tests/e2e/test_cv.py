@@ -184,6 +184,8 @@ def test_resume_accepts_a_run_saved_before_a_new_config_key(tiny, tmp_path):
     (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
     summary = run_cv(tiny["cfg"], tiny["cache"], protocol="kfold", run_dir=run, resume=True)
     assert summary["student_trial"] == tiny["summary"]["student_trial"]
+    with pytest.raises(Exception, match="started with another config, KD setting or protocol"):
+        run_cv(tiny["cfg"], tiny["cache"], protocol="loso", run_dir=run, resume=True)
     saved["config"]["train"]["epochs"] = 99
     (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
     with pytest.raises(Exception, match="started with another config"):

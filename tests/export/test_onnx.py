@@ -211,3 +211,44 @@ def test_export_command_tflite(tflite, student, tmp_path, capsys):
     assert main(["export", "--model", str(student["ckpt"]), "--format", "tflite", "--out", str(out)]) == 0
     assert "max |logit diff| vs PyTorch" in capsys.readouterr().out
     assert out.exists() and json.loads(out.with_suffix(".json").read_text())["format"] == "tflite"
+
+
+class _FakeModel:
+    """Stands in for HarModel in Streamer tests: 'predicts' the window's first sample index."""
+    channels, window, imu_hz, stride = 1, 4, 50.0, 2
+    class_names = ["x"]
+
+    def predict(self, window, source="input"):
+        return "x", np.asarray(window)[:, 0].copy()
+
+
+@pytest.mark.parametrize("stride", [1, 3, 4, 7, 10])
+@pytest.mark.parametrize("chunk", [1, 2, 5, 13, 40])
+def test_streamer_windows_for_any_stride_and_packet_size(stride, chunk):
+    signal = np.arange(60, dtype=np.float32)[:, None]
+    stream = Streamer(_FakeModel(), stride=stride)
+    events = []
+    for start in range(0, len(signal), chunk):
+        events += stream.push(signal[start:start + chunk])
+    ends = list(range(4, 61, stride))
+    assert [e.end for e in events] == ends
+    for event in events:                      # each window is exactly samples end-4 .. end-1
+        np.testing.assert_array_equal(event.probs, np.arange(event.end - 4, event.end))
+
+
+def test_export_refuses_a_mismatched_extension_and_lowpass_models(student, utd_cache, tmp_path, capsys):
+    assert main(["export", "--model", str(student["ckpt"]), "--format", "tflite",
+                 "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "should end in .tflite" in capsys.readouterr().err
+    payload = {**student["payload"], "config": {**student["payload"]["config"],
+                                                "preproc": {"lowpass_hz": 20.0}}}
+    with pytest.raises(ExportError, match="low-pass"):
+        export_checkpoint(student["model"], payload, utd_cache, tmp_path / "lp.onnx")
+
+
+def test_validation_subjects_are_not_counted_as_held_out(utd_cache):
+    from xtinyhar.export.to_onnx import held_out_and_training
+
+    held_out, training = held_out_and_training(utd_cache, [1, 3, 5], [7])
+    assert set(np.unique(utd_cache.subject[held_out])) == {2, 4, 6, 8}
+    assert set(np.unique(utd_cache.subject[training])) == {1, 3, 5}

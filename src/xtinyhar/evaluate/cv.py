@@ -93,7 +93,7 @@ def run_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Path, *, kd
             teacher = trained.model
             save_model(teacher_path, teacher, cfg=cfg, class_names=cache.class_names,
                        cache_hash=chash, train_subjects=list(split.train_subjects),
-                       extra={"fold": split.fold})
+                       extra={"fold": split.fold, "val_subjects": [int(s) for s in split.val_subjects]})
             record["teacher_fit"] = {"best_epoch": trained.result.best_epoch,
                                      "epochs_run": len(trained.result.history),
                                      "seconds": round(trained.result.seconds, 1)}
@@ -107,7 +107,8 @@ def run_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Path, *, kd
                           desc=f"fold {split.fold} student{'' if kd else ' (no KD)'}")
     save_model(fold_dir / "student.pt", trained.model, cfg=cfg, class_names=cache.class_names,
                cache_hash=chash, train_subjects=list(split.train_subjects),
-               extra={"fold": split.fold, "distilled": kd})
+               extra={"fold": split.fold, "distilled": kd,
+                      "val_subjects": [int(s) for s in split.val_subjects]})
     record["student_fit"] = {"best_epoch": trained.result.best_epoch,
                              "epochs_run": len(trained.result.history),
                              "seconds": round(trained.result.seconds, 1), "distilled": kd}
@@ -181,8 +182,8 @@ def run_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path
             before = config_from_dict(previous.get("config", {}), source=str(saved)).to_dict()
         except XTinyHARError:
             before = None
-        if before != cfg.to_dict() or previous.get("kd") != kd:
-            raise XTinyHARError(f"{saved}: the run was started with another config or KD setting; "
+        if before != cfg.to_dict() or previous.get("kd") != kd or previous.get("protocol") != protocol:
+            raise XTinyHARError(f"{saved}: the run was started with another config, KD setting or protocol; "
                                 "resume it with the same ones or choose another --run")
     else:
         text = yaml.safe_dump({"config": cfg.to_dict(), "protocol": protocol, "kd": kd}, sort_keys=False)

@@ -28,7 +28,8 @@ class MiniRocketModel:
     def scores(self, imu: np.ndarray) -> np.ndarray:
         """(N, W, C) raw windows -> (N, K) ridge decision scores."""
         features = self.transform.transform(_to_aeon(imu, self.norm))
-        return np.asarray(self.ridge.decision_function(self.scaler.transform(features)))
+        scores = np.asarray(self.ridge.decision_function(self.scaler.transform(features)))
+        return np.stack([-scores, scores], axis=1) if scores.ndim == 1 else scores   # 2 classes
 
 
 def _to_aeon(imu: np.ndarray, norm: NormStats) -> np.ndarray:

@@ -45,7 +45,10 @@ def read_metadata(path: Path, session=None) -> dict:
     if session is not None:
         custom = session.get_modelmeta().custom_metadata_map
         if METADATA_KEY in custom:
-            return json.loads(custom[METADATA_KEY])
+            try:
+                return json.loads(custom[METADATA_KEY])
+            except json.JSONDecodeError:
+                raise DataError(f"{path}: the metadata inside the file is not valid JSON") from None
     raise DataError(f"{path}: no XTinyHAR metadata (expected {sidecar.name} beside it); "
                     "export the model with `xtinyhar export`")
 
@@ -85,6 +88,10 @@ class HarModel:
             except Exception as exc:
                 raise DataError(f"{self.path}: not a readable TFLite model ({str(exc).splitlines()[0][:160]})") from None
         self.metadata = read_metadata(self.path, self.session)
+        missing = [k for k in ("class_names", "window", "channels", "imu_hz", "stride") if k not in self.metadata]
+        if missing:
+            raise DataError(f"{self.path}: metadata lacks {', '.join(missing)}; not written by "
+                            "`xtinyhar export`?")
         self.class_names: list[str] = list(self.metadata["class_names"])
         self.window: int = int(self.metadata["window"])
         self.channels: int = int(self.metadata["channels"])
@@ -152,7 +159,7 @@ class Streamer:
 
     def __init__(self, model: HarModel, stride: int | None = None):
         self.model = model
-        self.stride = int(stride or model.stride)
+        self.stride = int(model.stride if stride is None else stride)
         if self.stride < 1:
             raise DataError(f"stride must be >= 1, got {self.stride}")
         self.buffer = np.zeros((0, model.channels), dtype=np.float32)
@@ -177,7 +184,8 @@ class Streamer:
             label, probs = self.model.predict(self.buffer[end - window:end], source)
             out.append(Prediction(self.next_end, self.next_end / self.model.imu_hz, label, probs))
             self.next_end += self.stride
-        keep_from = max(0, self.next_end - window - self.buffer_start)   # next window's start
+        # keep from the next window's start (never more than we hold: stride may exceed window)
+        keep_from = min(max(0, self.next_end - window - self.buffer_start), len(self.buffer))
         self.buffer = self.buffer[keep_from:]
         self.buffer_start += keep_from
         return out

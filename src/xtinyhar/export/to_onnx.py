@@ -193,11 +193,14 @@ def quantize_onnx_int8(fp32_path: str | Path, out: str | Path, calibration_imu: 
     out.parent.mkdir(parents=True, exist_ok=True)
     prepared, quantized = _temp_beside(out, ".pre.onnx"), _temp_beside(out, ".q.onnx")
     try:
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        quantize_static(str(prepared), str(quantized), Windows(calibration_imu),
-                        quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul", "Gemm", "Conv"],
-                        per_channel=True, activation_type=QuantType.QInt8,
-                        weight_type=QuantType.QInt8)
+        try:
+            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+            quantize_static(str(prepared), str(quantized), Windows(calibration_imu),
+                            quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul", "Gemm", "Conv"],
+                            per_channel=True, activation_type=QuantType.QInt8,
+                            weight_type=QuantType.QInt8)
+        except Exception as exc:
+            raise ExportError(f"{out}: int8 quantisation failed ({describe(exc)})") from exc
         _attach_metadata_and_move(quantized, out, {**metadata, "precision": "int8"})
     finally:
         prepared.unlink(missing_ok=True)
@@ -207,11 +210,23 @@ def quantize_onnx_int8(fp32_path: str | Path, out: str | Path, calibration_imu: 
 
 # ------------------------------------------------------------------ checkpoint -> files
 
-def held_out_and_training(cache, train_subjects: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Windows of subjects the model never saw (for parity and accuracy) and of its
-    training subjects (the only ones int8 calibration may use)."""
-    seen = np.isin(cache.subject, train_subjects)
-    return np.flatnonzero(~seen), np.flatnonzero(seen)
+def check_device_path(payload: dict, out: Path) -> None:
+    """The exported graph must see what training saw: refuse preprocessing it does not hold."""
+    lowpass = payload["config"].get("preproc", {}).get("lowpass_hz")
+    if lowpass:
+        raise ExportError(f"{out}: the model was trained on low-pass filtered windows "
+                          f"(preproc.lowpass_hz {lowpass}); the exported graph has no filter, so a "
+                          "device would see other inputs. Export a model trained without it")
+
+
+def held_out_and_training(cache, train_subjects: list[int], val_subjects: list[int] = ()
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Windows of subjects the model never saw, neither for training nor for model
+    selection (for parity and accuracy), and of its training subjects (the only ones int8
+    calibration may use)."""
+    seen = np.isin(cache.subject, list(train_subjects))
+    used = seen | np.isin(cache.subject, list(val_subjects))
+    return np.flatnonzero(~used), np.flatnonzero(seen)
 
 
 def window_and_trial_accuracy(logits: np.ndarray, cache, index: np.ndarray) -> dict:
@@ -231,7 +246,9 @@ def export_checkpoint(model: torch.nn.Module, payload: dict, cache, out: str | P
     """Export a student checkpoint to ONNX (and int8), check parity on held-out windows and
     report accuracy of each file on those windows. Returns the report (also in the JSON)."""
     out = Path(out)
-    held_out, training = held_out_and_training(cache, payload["train_subjects"])
+    check_device_path(payload, out)
+    held_out, training = held_out_and_training(cache, payload["train_subjects"],
+                                                payload.get("val_subjects", []))
     if len(held_out) == 0:
         raise ExportError(f"{out}: every subject of the data was a training subject of the "
                           "model; parity and accuracy need held-out windows")
@@ -255,6 +272,9 @@ def export_checkpoint(model: torch.nn.Module, payload: dict, cache, out: str | P
     write_json(sidecar_path(out), {**metadata, "evaluation": report})
     reports = {"fp32": report}
     if int8:
+        if len(training) == 0:
+            raise ExportError(f"{out}: int8 calibration needs windows of the model's training "
+                              f"subjects {payload['train_subjects']}; the data has none")
         rng = np.random.default_rng(seed)
         chosen = rng.choice(training, size=min(calibration_windows, len(training)), replace=False)
         int8_path = out.with_name(out.stem + "_int8" + out.suffix)

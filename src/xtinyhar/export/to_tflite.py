@@ -27,6 +27,7 @@ def _require():
     try:
         with quiet_output():      # importing them logs TF/absl/torchao notices
             import ai_edge_litert  # noqa: F401
+            import ai_edge_quantizer  # noqa: F401
             import litert_torch  # noqa: F401
     except ImportError as exc:
         raise ExportError(f"TFLite export needs the optional extra: pip install -e '.[tflite]' "
@@ -90,9 +91,12 @@ def quantize_tflite_dynamic(fp32_path: str | Path, out: str | Path, metadata: di
     try:
         with warnings.catch_warnings(), quiet_output():   # the quantizer's own report
             warnings.simplefilter("ignore")
-            qt = quantizer.Quantizer(str(fp32_path))
-            qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
-            tmp.write_bytes(qt.quantize().quantized_model)
+            try:
+                qt = quantizer.Quantizer(str(fp32_path))
+                qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+                tmp.write_bytes(qt.quantize().quantized_model)
+            except Exception as exc:
+                raise ExportError(f"{out}: int8 quantisation failed ({describe(exc)})") from exc
         write_json(sidecar_path(out), {**metadata, "precision": "int8 weights (dynamic range)"})
         os.replace(tmp, out)
     finally:
@@ -103,10 +107,12 @@ def quantize_tflite_dynamic(fp32_path: str | Path, out: str | Path, metadata: di
 def export_checkpoint_tflite(model: torch.nn.Module, payload: dict, cache, out: str | Path, *,
                              int8: bool = False, tolerance: float = 1e-4) -> dict:
     """TFLite counterpart of :func:`xtinyhar.export.to_onnx.export_checkpoint`."""
-    from xtinyhar.export.to_onnx import export_metadata, held_out_and_training
+    from xtinyhar.export.to_onnx import check_device_path, export_metadata, held_out_and_training
 
     out = Path(out)
-    held_out, _ = held_out_and_training(cache, payload["train_subjects"])
+    check_device_path(payload, out)
+    held_out, _ = held_out_and_training(cache, payload["train_subjects"],
+                                         payload.get("val_subjects", []))
     if len(held_out) == 0:
         raise ExportError(f"{out}: no held-out subjects in the data for parity and accuracy")
     imu = cache.imu[held_out]

@@ -19,10 +19,10 @@ CHANNELS = ["acc x", "acc y", "acc z", "gyro x", "gyro y", "gyro z"]
 
 
 def choose_windows(cache, train_subjects, classes: list[str] | None, max_windows: int,
-                   seed: int = 0) -> np.ndarray:
+                   seed: int = 0, val_subjects=()) -> np.ndarray:
     """Held-out windows (subjects not trained on), optionally of some classes, at most
     ``max_windows``, spread evenly over classes."""
-    index = np.flatnonzero(~np.isin(cache.subject, train_subjects))
+    index = np.flatnonzero(~np.isin(cache.subject, [*train_subjects, *val_subjects]))   # test subjects
     if classes:
         unknown = [c for c in classes if c not in cache.class_names]
         if unknown:
@@ -31,6 +31,10 @@ def choose_windows(cache, train_subjects, classes: list[str] | None, max_windows
                                 f"(known: {', '.join(cache.class_names)})")
         wanted = [cache.class_names.index(c) for c in classes]
         index = index[np.isin(cache.label[index], wanted)]
+    if len(index) == 0:
+        from xtinyhar.errors import XTinyHARError
+        raise XTinyHARError("no held-out windows to explain (every subject in the data was a "
+                            "training subject of the model, or --classes matched none)")
     if len(index) > max_windows:
         rng = np.random.default_rng(seed)
         per_class = {k: rng.permutation(index[cache.label[index] == k]) for k in np.unique(cache.label[index])}
@@ -138,7 +142,8 @@ def explain(student, payload: dict, cache, out: str | Path, *, teacher=None, com
     """Write the explanation files of ``student`` into ``out``; returns the summary."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    index = choose_windows(cache, payload["train_subjects"], classes, max_windows, seed)
+    index = choose_windows(cache, payload["train_subjects"], classes, max_windows, seed,
+                           payload.get("val_subjects", []))
     imu, labels = cache.imu[index], cache.label[index]
     names = cache.class_names
     hz = float(student.cfg.imu_hz)
