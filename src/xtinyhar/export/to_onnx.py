@@ -17,6 +17,7 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,15 +161,6 @@ def torch_logits(model: torch.nn.Module, imu: np.ndarray, batch: int = 256) -> n
                           for i in range(0, len(imu), batch)]).numpy()
 
 
-def check_parity(model: torch.nn.Module, path: str | Path, imu: np.ndarray, tolerance: float) -> Parity:
-    """Raise :class:`ExportError` with the numbers when ONNX Runtime and PyTorch differ."""
-    parity = compare(torch_logits(model, imu), onnx_logits(path, imu))
-    if not parity.max_abs < tolerance:
-        raise ExportError(f"{path}: ONNX Runtime logits differ from PyTorch by up to "
-                          f"{parity.max_abs:.3g} (tolerance {tolerance:g}) on {parity.windows} windows")
-    return parity
-
-
 def quantize_onnx_int8(fp32_path: str | Path, out: str | Path, calibration_imu: np.ndarray,
                        metadata: dict) -> Path:
     """Static post-training int8 quantisation (ONNX Runtime, QDQ format, per-channel weights).
@@ -240,11 +232,23 @@ def window_and_trial_accuracy(logits: np.ndarray, cache, index: np.ndarray) -> d
             "windows": int(len(index)), "trials": int(len(trial_ids))}
 
 
-def export_checkpoint(model: torch.nn.Module, payload: dict, cache, out: str | Path, *,
-                      int8: bool = False, tolerance: float = 1e-4, calibration_windows: int = 512,
-                      seed: int = 0) -> dict:
-    """Export a student checkpoint to ONNX (and int8), check parity on held-out windows and
-    report accuracy of each file on those windows. Returns the report (also in the JSON)."""
+@dataclass
+class Backend:
+    """What differs between export formats: how to write a file, run it, quantise it.
+    ``quantize(fp32_path, out, metadata, training_imu)`` returns the int8 path and what to
+    record about its calibration."""
+    name: str            # the "format" in the metadata
+    runtime: str         # what runs the file, for messages
+    export: Callable[[torch.nn.Module, Path, dict], Path]
+    logits: Callable[[Path, np.ndarray], np.ndarray]
+    quantize: Callable[[Path, Path, dict, np.ndarray], tuple[Path, dict]]
+
+
+def export_with_checks(model: torch.nn.Module, payload: dict, cache, out: str | Path,
+                       backend: Backend, *, int8: bool = False, tolerance: float = 1e-4) -> dict:
+    """Export a student checkpoint (and its int8 file), check parity with PyTorch on every
+    held-out window and report each file's accuracy there. Returns the reports (also
+    written into each file's JSON)."""
     out = Path(out)
     check_device_path(payload, out)
     held_out, training = held_out_and_training(cache, payload["train_subjects"],
@@ -253,41 +257,56 @@ def export_checkpoint(model: torch.nn.Module, payload: dict, cache, out: str | P
         raise ExportError(f"{out}: every subject of the data was a training subject of the "
                           "model; parity and accuracy need held-out windows")
     imu = cache.imu[held_out]
-    metadata = export_metadata(payload, "onnx", "fp32")
-    export_onnx(model, out, metadata)
+    metadata = export_metadata(payload, backend.name, "fp32")
+    backend.export(model, out, metadata)
     reference = torch_logits(model, imu)
-    fp32_logits = onnx_logits(out, imu)
+    fp32_logits = backend.logits(out, imu)
     parity = compare(reference, fp32_logits)
     if not parity.max_abs < tolerance:
         out.unlink(missing_ok=True)
         sidecar_path(out).unlink(missing_ok=True)
-        raise ExportError(f"{out}: ONNX Runtime logits differ from PyTorch by up to "
+        raise ExportError(f"{out}: {backend.runtime} logits differ from PyTorch by up to "
                           f"{parity.max_abs:.3g} (tolerance {tolerance:g}) on {parity.windows} "
                           "held-out windows; the file was removed")
+    subjects = sorted(int(s) for s in np.unique(cache.subject[held_out]))
     report = {"file": str(out), "bytes": out.stat().st_size, "parity_max_abs": parity.max_abs,
-              "parity_windows": parity.windows, "tolerance": tolerance,
-              "held_out_subjects": sorted(int(s) for s in np.unique(cache.subject[held_out])),
+              "parity_windows": parity.windows, "tolerance": tolerance, "held_out_subjects": subjects,
               "accuracy_torch": window_and_trial_accuracy(reference, cache, held_out),
               "accuracy": window_and_trial_accuracy(fp32_logits, cache, held_out)}
     write_json(sidecar_path(out), {**metadata, "evaluation": report})
     reports = {"fp32": report}
     if int8:
-        if len(training) == 0:
-            raise ExportError(f"{out}: int8 calibration needs windows of the model's training "
-                              f"subjects {payload['train_subjects']}; the data has none")
-        rng = np.random.default_rng(seed)
-        chosen = rng.choice(training, size=min(calibration_windows, len(training)), replace=False)
-        int8_path = out.with_name(out.stem + "_int8" + out.suffix)
-        quantize_onnx_int8(out, int8_path, cache.imu[np.sort(chosen)], metadata)
-        int8_logits = onnx_logits(int8_path, imu)
+        int8_path, calibration = backend.quantize(out, out.with_name(out.stem + "_int8" + out.suffix),
+                                                  metadata, cache.imu[training])
+        int8_logits = backend.logits(int8_path, imu)
         q_parity = compare(reference, int8_logits)
-        q_report = {"file": str(int8_path), "bytes": int8_path.stat().st_size,
-                    "calibration_windows": int(len(chosen)), "calibration_subjects": "training subjects only",
+        q_report = {"file": str(int8_path), "bytes": int8_path.stat().st_size, **calibration,
                     "parity_max_abs": q_parity.max_abs, "same_prediction": q_parity.same_argmax,
-                    "held_out_subjects": report["held_out_subjects"],
+                    "held_out_subjects": subjects,
                     "accuracy": window_and_trial_accuracy(int8_logits, cache, held_out)}
         q_report["trial_accuracy_change_vs_fp32"] = (q_report["accuracy"]["trial"]
                                                      - report["accuracy"]["trial"])
-        write_json(sidecar_path(int8_path), {**metadata, "precision": "int8", "evaluation": q_report})
+        q_meta = json.loads(sidecar_path(int8_path).read_text())
+        write_json(sidecar_path(int8_path), {**q_meta, "evaluation": q_report})
         reports["int8"] = q_report
     return reports
+
+
+def _onnx_int8(fp32: Path, out: Path, metadata: dict, training_imu: np.ndarray,
+               calibration_windows: int = 512, seed: int = 0) -> tuple[Path, dict]:
+    if len(training_imu) == 0:
+        raise ExportError(f"{out}: int8 calibration needs windows of the model's training "
+                          "subjects; the data has none")
+    chosen = np.sort(np.random.default_rng(seed).choice(
+        len(training_imu), size=min(calibration_windows, len(training_imu)), replace=False))
+    quantize_onnx_int8(fp32, out, training_imu[chosen], metadata)
+    return out, {"calibration_windows": int(len(chosen)), "calibration_subjects": "training subjects only"}
+
+
+ONNX = Backend("onnx", "ONNX Runtime", export_onnx, onnx_logits, _onnx_int8)
+
+
+def export_checkpoint(model: torch.nn.Module, payload: dict, cache, out: str | Path, *,
+                      int8: bool = False, tolerance: float = 1e-4) -> dict:
+    """ONNX fp32 (and static int8) with parity and held-out accuracy: see export_with_checks."""
+    return export_with_checks(model, payload, cache, out, ONNX, int8=int8, tolerance=tolerance)

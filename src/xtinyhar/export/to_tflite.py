@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xtinyhar.export.to_onnx import (ExportError, _temp_beside, compare, describe, sidecar_path,
-                                     torch_logits, window_and_trial_accuracy)
+from xtinyhar.export.to_onnx import (Backend, ExportError, _temp_beside, describe, export_with_checks,
+                                     sidecar_path)
 from xtinyhar.io import quiet_output, write_json
 
 
@@ -104,45 +104,15 @@ def quantize_tflite_dynamic(fp32_path: str | Path, out: str | Path, metadata: di
     return out
 
 
+def _tflite_int8(fp32: Path, out: Path, metadata: dict, training_imu: np.ndarray) -> tuple[Path, dict]:
+    quantize_tflite_dynamic(fp32, out, metadata)
+    return out, {"calibration_windows": 0, "calibration_subjects": "none (dynamic range)"}
+
+
+TFLITE = Backend("tflite", "TFLite", export_tflite, tflite_logits, _tflite_int8)
+
+
 def export_checkpoint_tflite(model: torch.nn.Module, payload: dict, cache, out: str | Path, *,
                              int8: bool = False, tolerance: float = 1e-4) -> dict:
-    """TFLite counterpart of :func:`xtinyhar.export.to_onnx.export_checkpoint`."""
-    from xtinyhar.export.to_onnx import check_device_path, export_metadata, held_out_and_training
-
-    out = Path(out)
-    check_device_path(payload, out)
-    held_out, _ = held_out_and_training(cache, payload["train_subjects"],
-                                         payload.get("val_subjects", []))
-    if len(held_out) == 0:
-        raise ExportError(f"{out}: no held-out subjects in the data for parity and accuracy")
-    imu = cache.imu[held_out]
-    metadata = export_metadata(payload, "tflite", "fp32")
-    export_tflite(model, out, metadata)
-    reference = torch_logits(model, imu)
-    logits = tflite_logits(out, imu)
-    parity = compare(reference, logits)
-    if not parity.max_abs < tolerance:
-        out.unlink(missing_ok=True)
-        sidecar_path(out).unlink(missing_ok=True)
-        raise ExportError(f"{out}: TFLite logits differ from PyTorch by up to {parity.max_abs:.3g} "
-                          f"(tolerance {tolerance:g}) on {parity.windows} held-out windows; the file was removed")
-    report = {"file": str(out), "bytes": out.stat().st_size, "parity_max_abs": parity.max_abs,
-              "parity_windows": parity.windows, "tolerance": tolerance,
-              "held_out_subjects": sorted(int(s) for s in np.unique(cache.subject[held_out])),
-              "accuracy": window_and_trial_accuracy(logits, cache, held_out)}
-    write_json(sidecar_path(out), {**metadata, "evaluation": report})
-    reports = {"fp32": report}
-    if int8:
-        q_path = out.with_name(out.stem + "_int8" + out.suffix)
-        quantize_tflite_dynamic(out, q_path, metadata)
-        q_logits = tflite_logits(q_path, imu)
-        q_parity = compare(reference, q_logits)
-        q_report = {"file": str(q_path), "bytes": q_path.stat().st_size,
-                    "parity_max_abs": q_parity.max_abs, "same_prediction": q_parity.same_argmax,
-                    "held_out_subjects": report["held_out_subjects"],
-                    "accuracy": window_and_trial_accuracy(q_logits, cache, held_out)}
-        q_report["trial_accuracy_change_vs_fp32"] = q_report["accuracy"]["trial"] - report["accuracy"]["trial"]
-        write_json(sidecar_path(q_path), {**metadata, "precision": "int8 weights (dynamic range)",
-                                          "evaluation": q_report})
-        reports["int8"] = q_report
-    return reports
+    """TFLite fp32 (and dynamic-range int8) with parity and held-out accuracy."""
+    return export_with_checks(model, payload, cache, out, TFLITE, int8=int8, tolerance=tolerance)

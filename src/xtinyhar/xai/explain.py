@@ -151,7 +151,7 @@ def explain(student, payload: dict, cache, out: str | Path, *, teacher=None, com
 
     values = np.zeros_like(imu)
     batch = 16
-    deltas, targets = [], []
+    deltas = []
     for start in tqdm(range(0, len(imu), batch), desc="integrated gradients", unit="batch", leave=False):
         part = slice(start, start + batch)
         ig = integrated_gradients(student, imu[part], baseline[part], target=labels[part], steps=steps)
