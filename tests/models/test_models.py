@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from xtinyhar.evaluate.profile import count_flops
-from xtinyhar.models.layers import Attention, DynamicPatcher, TimeEmbedding
+from xtinyhar.models.layers import (Attention, DynamicPatcher, TimeEmbedding, attention_bias,
+                                    masked_mean)
 from xtinyhar.models.student import InertialTransformer, StudentModelConfig
 from xtinyhar.models.teacher import STConvTeacher, TeacherModelConfig, skeleton_features
 from xtinyhar.preprocess.patching import (gather_tokens, motion_energy, patch_lengths,
@@ -26,18 +27,18 @@ def small_teacher(**kw):
                                             skeleton_frames=50, skeleton_tokens=10, **kw)).eval()
 
 
-def imu_batch(n=4, seed=0, energy=(0.02, 0.3, 0.12, 0.16)):
+def imu_batch(n=4, seed=0, energy=(0.02, 0.3, 0.12, 0.16), window=100):
     """Windows in physical units with chosen motion energies (g per 20 ms at 50 Hz): acc
     alternates by +-e/2 around 1 g, so successive samples differ by e (patch lengths differ)."""
     rng = np.random.default_rng(seed)
-    out = np.zeros((n, 100, 6), np.float32)
-    sign = (-1.0) ** np.arange(100)
+    out = np.zeros((n, window, 6), np.float32)
+    sign = (-1.0) ** np.arange(window)
     for i in range(n):
         e = energy[i % len(energy)]
         direction = rng.normal(size=3)
         direction /= np.linalg.norm(direction)
         out[i, :, :3] = [0, 0, 1] + 0.5 * e * sign[:, None] * direction
-        out[i, :, 3:] = 300 * e * rng.normal(size=(100, 3))
+        out[i, :, 3:] = 300 * e * rng.normal(size=(window, 3))
     return torch.from_numpy(out)
 
 
@@ -103,8 +104,7 @@ def test_padded_token_content_changes_nothing():
     def run(tokens):
         h = tokens
         for block in model.blocks:
-            h, _ = block(h, mask)
-        from xtinyhar.models.layers import masked_mean
+            h, _ = block(h, attention_bias(mask))
         return model.head(masked_mean(model.norm(h), mask))
 
     garbage = emb.clone()
@@ -122,23 +122,36 @@ def test_torch_patching_matches_numpy_patching():
     lengths = patch_lengths(energy, p_min=10, p_max=30, tau_low=0.08, tau_high=0.20)
     p_torch = patcher.patch_length(x)
     assert np.array_equal(p_torch.numpy().astype(int), lengths) and len(set(lengths)) >= 3
-    positions, mask, centre, width = patcher.grid(p_torch)
+    row = patcher.row(x)
+    assert torch.equal(patcher.row_of(p_torch), row)
     grid = token_positions(lengths, window=100, n_max=10, p_default=20)
-    np.testing.assert_allclose(positions.numpy(), grid.positions, atol=1e-4)
-    assert np.array_equal(mask.numpy(), grid.mask)
-    np.testing.assert_allclose(centre.numpy(), grid.centre, atol=1e-4)
-    tokens = DynamicPatcher.gather(x, positions, mask)
+    assert np.array_equal(patcher.token_mask[row].numpy(), grid.mask)
+    np.testing.assert_allclose(patcher.token_centre[row].numpy(), grid.centre, atol=1e-4)
+    np.testing.assert_allclose(patcher.token_width[row].numpy(), grid.width, atol=1e-4)
+    tokens = patcher.tokens(x, row).reshape(8, 10, 20, 6)
     np.testing.assert_allclose(tokens.numpy(), gather_tokens(x.numpy(), grid.positions, grid.mask),
-                               rtol=0, atol=1e-3)  # float32 positions; gyro values ~100s
+                               rtol=0, atol=1e-3)  # float32 weights; gyro values ~100s
+
+
+def test_patch_rows_follow_energy_at_every_length():
+    """Every whole patch length between p_min and p_max is reachable and maps to its row."""
+    patcher = DynamicPatcher(window=150, imu_hz=50.0, p_min=10, p_max=30, tau_low=0.08,
+                             tau_high=0.20, p_default=20)
+    energy = np.linspace(0.0, 0.3, 301) + 4e-4  # off the rounding ties (every 3e-3 g)
+    x = imu_batch(len(energy), energy=tuple(energy), window=150)
+    measured = motion_energy(x.numpy(), 50.0)
+    expected = patch_lengths(measured, p_min=10, p_max=30, tau_low=0.08, tau_high=0.20)
+    assert set(expected) == set(range(10, 31))
+    np.testing.assert_array_equal(patcher.patch_length(x).numpy().astype(int), expected)
 
 
 def test_fixed_patching_tokens_are_the_window_in_pieces():
     patcher = DynamicPatcher(window=100, imu_hz=50.0, p_min=10, p_max=30, tau_low=0.08,
                              tau_high=0.20, p_default=20, dynamic=False)
     x = imu_batch(2)
-    positions, mask, _, _ = patcher.grid(patcher.patch_length(x))
-    assert mask.all() and mask.shape == (2, 5)
-    torch.testing.assert_close(DynamicPatcher.gather(x, positions, mask).reshape(2, 100, 6), x)
+    row = patcher.row(x)
+    assert patcher.token_mask[row].all() and patcher.token_mask[row].shape == (2, 5)
+    torch.testing.assert_close(patcher.tokens(x, row).reshape(2, 5, 20, 6).reshape(2, 100, 6), x)
 
 
 def test_time_embedding_modes():

@@ -3,7 +3,7 @@
 The whole device path is in the graph: the raw IMU window (physical units) goes in, the
 per-channel normalisation (training-fold statistics), dynamic patching, the transformer and
 the head run inside, logits come out. The exporter is ``torch.onnx.export(dynamo=True)``
-(the maintained one; it needs onnxscript), opset 18, with a dynamic batch axis.
+(the maintained one; it needs onnxscript), opset 20, with a dynamic batch axis.
 
 Metadata (class names, window, rate, channels, stride, training subjects, model config) is
 stored twice: inside the ONNX file (``metadata_props``, key ``xtinyhar``) and in a JSON
@@ -28,7 +28,7 @@ from xtinyhar import __version__
 from xtinyhar.errors import XTinyHARError
 from xtinyhar.io import write_json
 
-OPSET = 18
+OPSET = 20   # Gelu is one node from opset 20 (five with Erf before)
 METADATA_KEY = "xtinyhar"
 
 

@@ -13,15 +13,30 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xtinyhar.preprocess.patching import REFERENCE_HZ
+from xtinyhar.preprocess.patching import REFERENCE_HZ, max_tokens, token_positions
+
+
+def lookup(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``table[rows]`` for a (B,) or (B, N) index, written so that it exports as one ONNX
+    Gather (plain indexing exports as GatherND plus reshapes)."""
+    return table.index_select(0, rows.reshape(-1)).reshape(*rows.shape, *table.shape[1:])
+
+
+def attention_bias(mask: torch.Tensor) -> torch.Tensor:
+    """(B, N) padding mask (True = real token) -> (B, 1, 1, N) additive score bias: 0 for
+    real tokens, the most negative float for padded ones (softmax gives them weight 0).
+    Built once per forward and shared by every block."""
+    blocked = torch.finfo(torch.float32).min
+    return torch.where(mask, 0.0, blocked)[:, None, None, :]
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with an optional padding mask (True = real token)."""
+    """Multi-head self-attention with an optional additive bias (see ``attention_bias``)."""
 
     def __init__(self, dim: int, heads: int, dropout: float = 0.0):
         super().__init__()
@@ -33,16 +48,17 @@ class Attention(nn.Module):
         self.attn_drop = nn.Dropout(dropout)
         self.proj_drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        B, N, D = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        """(B, N, D) tokens, (B, 1, 1, N) bias -> (B, N, D) and the (B, h, N, N) maps."""
+        N, D = x.shape[1:]
+        qkv = self.qkv(x).reshape(-1, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]                                   # (B, h, N, d)
-        scores = (q @ k.transpose(-2, -1)) * (self.head_dim ** -0.5)      # (B, h, N, N)
-        if mask is not None:
-            scores = scores.masked_fill(~mask[:, None, None, :], torch.finfo(scores.dtype).min)
+        scores = (q * self.head_dim ** -0.5) @ k.transpose(-2, -1)        # (B, h, N, N)
+        if bias is not None:
+            scores = scores + bias
         attn = scores.softmax(dim=-1)                                      # (B, h, N, N)
-        out = (self.attn_drop(attn) @ v).transpose(1, 2).reshape(B, N, D)  # (B, N, D)
+        out = (self.attn_drop(attn) @ v).transpose(1, 2).reshape(-1, N, D)  # (B, N, D)
         return self.proj_drop(self.proj(out)), attn
 
 
@@ -65,9 +81,10 @@ class Block(nn.Module):
         self.attn = Attention(dim, heads, dropout)
         self.mlp = MLP(dim, int(round(dim * mlp_ratio)), dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        attended, attn = self.attn(self.norm1(x), mask)
+        """``bias``: (B, 1, 1, N) from ``attention_bias`` (padded tokens), or None."""
+        attended, attn = self.attn(self.norm1(x), bias)
         x = x + attended
         return x + self.mlp(self.norm2(x)), attn
 
@@ -79,6 +96,13 @@ class DynamicPatcher(nn.Module):
     motion energy of the raw window -> patch length p in [p_min, p_max] -> ``n_max`` tokens
     of ``p_default`` points, token k resampling span [k*p, min((k+1)*p, W)) by linear
     interpolation; tokens past the end masked. ``dynamic=False`` uses p = p_default.
+
+    A patch length is a whole number of samples, so there are only ``p_max - p_min + 1``
+    grids. They are built once (by the NumPy code of :mod:`xtinyhar.preprocess.patching`)
+    into lookup tables, non-persistent buffers derived from the config: a window's patch
+    length picks its row, and building its tokens is one gather and one weighted sum. Few
+    graph nodes matter on a device, where each node of a model this small costs about as
+    much as its arithmetic.
     """
 
     def __init__(self, *, window: int, imu_hz: float, p_min: int, p_max: int,
@@ -87,47 +111,63 @@ class DynamicPatcher(nn.Module):
         self.window, self.imu_hz, self.dynamic = window, imu_hz, dynamic
         self.p_min, self.p_max, self.tau_low, self.tau_high = p_min, p_max, tau_low, tau_high
         self.p_default = p_default
-        self.n_max = math.ceil(window / (p_min if dynamic else p_default))
-        self.register_buffer("slot", torch.arange(self.n_max, dtype=torch.float32), persistent=False)
-        point = (torch.arange(p_default, dtype=torch.float32) + 0.5) / p_default
-        self.register_buffer("point", point, persistent=False)
+        self.n_max = max_tokens(window, p_min if dynamic else p_default)
+        self.shortest = p_min if dynamic else p_default
+        lengths = np.arange(p_min, p_max + 1) if dynamic else np.array([p_default])
+        grid = token_positions(lengths, window=window, n_max=self.n_max, p_default=p_default)
+        # Samples: token point j of a window with patch length p mixes sample left[p, j]
+        # (weight 1 - w) with sample left[p, j] + 1 (weight w). Stored as int16 (a window is
+        # far shorter than 32k samples) to keep the exported file small.
+        flat = grid.positions.reshape(len(lengths), -1).astype(np.float64)   # (P, n_max*p)
+        left = np.clip(np.floor(flat), 0, max(window - 2, 0))
+        self._table("sample_left", left, torch.int16)                          # (P, n_max*p)
+        self._table("sample_weight", (flat - left)[..., None])                 # (P, n_max*p, 1)
+        self._table("token_mask", grid.mask, torch.bool)                       # (P, n_max)
+        self._table("token_real", grid.mask[..., None])                        # (P, n_max, 1)
+        self._table("token_centre", grid.centre)                               # (P, n_max)
+        self._table("token_width", grid.width)                                 # (P, n_max)
+        # Energy -> table row in one affine map: row = round(clip(a*e_raw + b, 0, P-1)),
+        # the same number as patch_lengths(...) - p_min (e_raw: mean |delta acc| per sample).
+        span = p_max - p_min
+        per_sample = imu_hz / REFERENCE_HZ
+        self.row_scale = -span * per_sample / (tau_high - tau_low)
+        self.row_offset = span * tau_high / (tau_high - tau_low)
+
+    def _table(self, name: str, values: np.ndarray, dtype=torch.float32) -> None:
+        self.register_buffer(name, torch.as_tensor(np.asarray(values), dtype=dtype), persistent=False)
 
     def motion_energy(self, imu: torch.Tensor) -> torch.Tensor:
         """(B, W, C) raw physical units -> (B,) mean |delta acc| in g per 20 ms."""
         step = (imu[:, 1:, :3] - imu[:, :-1, :3]).norm(dim=-1)            # (B, W-1)
         return step.mean(dim=1) * (self.imu_hz / REFERENCE_HZ)
 
+    def row(self, imu: torch.Tensor) -> torch.Tensor:
+        """(B,) long: which grid each window uses (0 for fixed patching)."""
+        if not self.dynamic:
+            return torch.zeros(imu.shape[0], dtype=torch.long, device=imu.device)
+        raw = (imu[:, 1:, :3] - imu[:, :-1, :3]).norm(dim=-1).mean(dim=1)  # (B,)
+        span = float(self.p_max - self.p_min)
+        return torch.round((raw * self.row_scale + self.row_offset).clamp(0.0, span)).long()
+
+    def row_of(self, patch_len: torch.Tensor) -> torch.Tensor:
+        """(B,) whole-number patch lengths -> (B,) table rows."""
+        return (torch.round(patch_len) - self.shortest).long().clamp(0, self.sample_left.shape[0] - 1)
+
     def patch_length(self, imu: torch.Tensor) -> torch.Tensor:
         """(B,) float patch length, whole numbers in [p_min, p_max] (p_default if fixed)."""
-        if not self.dynamic:
-            return torch.full(imu.shape[:1], float(self.p_default), device=imu.device)
-        lively = ((self.motion_energy(imu) - self.tau_low) / (self.tau_high - self.tau_low)).clamp(0, 1)
-        return torch.round(self.p_max - lively * (self.p_max - self.p_min))
+        return (self.row(imu) + self.shortest).to(imu.dtype)
 
-    def grid(self, patch_len: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """positions (B, n_max, p_default), mask (B, n_max), centre and width (B, n_max)."""
-        start = self.slot[None, :] * patch_len[:, None]                    # (B, n_max)
-        end = torch.clamp(start + patch_len[:, None], max=float(self.window))
-        mask = start < self.window
-        width = torch.where(mask, end - start, torch.zeros_like(start))
-        positions = start[..., None] + self.point * width[..., None] - 0.5
-        positions = positions.clamp(0.0, self.window - 1.0)               # (B, n_max, p)
-        centre = torch.where(mask, start + width / 2, torch.zeros_like(start))
-        return positions, mask, centre, width
-
-    @staticmethod
-    def gather(features: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, W, F) sampled at (B, n_max, p) by linear interpolation -> (B, n_max, p, F)."""
-        B, W, Fdim = features.shape
-        flat = positions.reshape(B, -1)                                    # (B, n_max*p)
-        left = flat.floor().clamp(0, W - 1)
-        weight = (flat - left).unsqueeze(-1)
-        left = left.long()
-        right = (left + 1).clamp(max=W - 1)
-        lo = torch.gather(features, 1, left.unsqueeze(-1).expand(-1, -1, Fdim))
-        hi = torch.gather(features, 1, right.unsqueeze(-1).expand(-1, -1, Fdim))
-        tokens = (lo + (hi - lo) * weight).reshape(B, *positions.shape[1:], Fdim)
-        return tokens * mask[..., None, None].to(tokens.dtype)
+    def tokens(self, features: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
+        """(B, W, F) features, (B,) rows -> (B, n_max, p_default * F) flattened tokens;
+        tokens past the window's end are zero."""
+        Fdim = features.shape[-1]
+        broadcast = torch.zeros(1, 1, Fdim, dtype=torch.long, device=features.device)
+        left = lookup(self.sample_left, row).long()[..., None] + broadcast  # (B, n*p, F)
+        lo = torch.gather(features, 1, left)
+        hi = torch.gather(features, 1, left + 1)
+        mixed = lo + (hi - lo) * lookup(self.sample_weight, row)         # (B, n*p, F)
+        tokens = mixed.reshape(-1, self.n_max, self.p_default * Fdim)
+        return tokens * lookup(self.token_real, row)
 
 
 class TimeEmbedding(nn.Module):
@@ -145,6 +185,20 @@ class TimeEmbedding(nn.Module):
         freq = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float32) / dim)
         self.register_buffer("freq", freq, persistent=False)
 
+    def interpolation(self, centre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N) centres -> rows of the learned table (B, 2N) and their weights (B, 2N, 1):
+        the left neighbours of all tokens, then the right ones."""
+        pos = centre.clamp(0, self.window)
+        left = pos.floor().clamp(max=self.window - 1)
+        weight = pos - left
+        rows = torch.cat([left, left + 1], dim=-1).long()
+        return rows, torch.cat([1 - weight, weight], dim=-1)[..., None]
+
+    def mix(self, rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Learned embedding from ``interpolation``'s rows and weights -> (B, N, D)."""
+        picked = lookup(self.table, rows) * weight                         # (B, 2N, D)
+        return picked.reshape(-1, 2, rows.shape[-1] // 2, self.dim).sum(dim=1)
+
     def forward(self, centre: torch.Tensor) -> torch.Tensor:
         """(B, N) centres in samples -> (B, N, D)."""
         if self.mode == "none":
@@ -152,11 +206,7 @@ class TimeEmbedding(nn.Module):
         if self.mode == "sinusoidal":
             angle = centre[..., None] * self.freq                          # (B, N, D/2)
             return torch.stack([angle.sin(), angle.cos()], dim=-1).flatten(-2)[..., :self.dim]
-        pos = centre.clamp(0, self.window)
-        left = pos.floor().clamp(max=self.window - 1)
-        weight = (pos - left)[..., None]
-        left = left.long()
-        return self.table[left] * (1 - weight) + self.table[left + 1] * weight
+        return self.mix(*self.interpolation(centre))
 
 
 class PatchEmbedding(nn.Module):
@@ -168,15 +218,16 @@ class PatchEmbedding(nn.Module):
         self.proj = nn.Linear(p_default * features + 1, dim)
 
     def forward(self, tokens: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
-        """(B, N, p, F) tokens and (B, N) widths in samples -> (B, N, D)."""
-        flat = torch.cat([tokens.flatten(2), (width / self.window)[..., None]], dim=-1)
-        return self.proj(flat)
+        """(B, N, p*F) flattened tokens and (B, N, 1) widths as a fraction of the window
+        -> (B, N, D)."""
+        return self.proj(torch.cat([tokens, width], dim=-1))
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over real tokens: (B, N, D), (B, N) -> (B, D)."""
-    weight = mask.to(x.dtype)[..., None]
-    return (x * weight).sum(dim=1) / weight.sum(dim=1).clamp(min=1.0)
+    weight = mask.to(x.dtype)
+    weight = weight / weight.sum(dim=1, keepdim=True).clamp(min=1.0)
+    return (x * weight[..., None]).sum(dim=1)
 
 
 class ConvStem(nn.Module):
@@ -218,6 +269,14 @@ class ImuTokenizer(nn.Module):
         self.stem = ConvStem(channels, stem_channels) if stem_channels else nn.Identity()
         self.embed = PatchEmbedding(p_default, stem_channels or channels, dim, window)
         self.pos = TimeEmbedding(dim, window, pos_embedding)
+        # Per patch length (table row): token widths as a fraction of the window and, for
+        # the learned time embedding, which table rows each token's centre mixes.
+        patcher = self.patcher
+        self.register_buffer("width_fraction", (patcher.token_width / window)[..., None],
+                             persistent=False)                            # (P, N, 1)
+        pos_rows, pos_weight = self.pos.interpolation(patcher.token_centre)
+        self.register_buffer("pos_rows", pos_rows, persistent=False)      # (P, 2N)
+        self.register_buffer("pos_weight", pos_weight, persistent=False)  # (P, 2N, 1)
 
     def set_normalization(self, mean, std) -> None:
         self.norm_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
@@ -231,9 +290,14 @@ class ImuTokenizer(nn.Module):
         explanations hold it fixed along an attribution path, where the rounding of the
         energy-to-length map would otherwise make the model jump.
         """
-        if patch_len is None:
-            patch_len = self.patcher.patch_length(imu)                   # (B,)
-        positions, mask, centre, width = self.patcher.grid(patch_len)
+        patcher = self.patcher
+        row = patcher.row(imu) if patch_len is None else patcher.row_of(patch_len)  # (B,)
         x = self.stem((imu - self.norm_mean) / self.norm_std)            # (B, W, F)
-        tokens = self.patcher.gather(x, positions, mask)                 # (B, N, p, F)
-        return self.embed(tokens, width) + self.pos(centre), mask, centre
+        tokens = patcher.tokens(x, row)                                  # (B, N, p*F)
+        embedded = self.embed(tokens, lookup(self.width_fraction, row))   # (B, N, D)
+        centre = lookup(patcher.token_centre, row)                       # (B, N)
+        if self.pos.mode == "learned":
+            embedded = embedded + self.pos.mix(lookup(self.pos_rows, row), lookup(self.pos_weight, row))
+        elif self.pos.mode == "sinusoidal":
+            embedded = embedded + self.pos(centre)
+        return embedded, lookup(patcher.token_mask, row), centre

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from xtinyhar.models.layers import Block, ImuTokenizer, masked_mean
+from xtinyhar.models.layers import Block, ImuTokenizer, attention_bias, masked_mean
 
 
 @dataclass
@@ -74,9 +74,10 @@ class InertialTransformer(nn.Module):
         ``patch_len`` (B,) fixes the patch length instead of deriving it from the window."""
         x, mask, _ = self.tokenizer(imu, patch_len)                      # (B, N, D), (B, N)
         x = self.drop(x)
+        bias = attention_bias(mask)                                      # (B, 1, 1, N)
         maps = []
         for block in self.blocks:
-            x, attn = block(x, mask)                                     # attn (B, h, N, N)
+            x, attn = block(x, bias)                                     # attn (B, h, N, N)
             maps.append(attn)
         logits = self.head(masked_mean(self.norm(x), mask))              # (B, K)
         return (logits, maps) if return_attention else logits

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xtinyhar.models.layers import Block, ImuTokenizer, TimeEmbedding, masked_mean
+from xtinyhar.models.layers import Block, ImuTokenizer, TimeEmbedding, attention_bias, masked_mean
 
 
 @dataclass
@@ -143,9 +143,10 @@ class STConvTeacher(nn.Module):
         x = x + self.pos(torch.cat([skel_centre, imu_centre], dim=1))
         mask = torch.cat([torch.ones_like(skel_centre, dtype=torch.bool), imu_mask], dim=1)
         x = self.drop(x)
+        bias = attention_bias(mask)                                      # (B, 1, 1, N)
         maps = []
         for block in self.blocks:
-            x, attn = block(x, mask)                                     # attn (B, h, N, N)
+            x, attn = block(x, bias)                                     # attn (B, h, N, N)
             maps.append(attn)
         logits = self.head(masked_mean(self.norm(x), mask))
         return (logits, maps) if return_attention else logits
