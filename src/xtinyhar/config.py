@@ -26,6 +26,7 @@ import yaml
 from xtinyhar.errors import ConfigError
 
 DATASETS = ("utd-mhad", "mm-fit", "synthetic")
+PROTOCOLS = ("kfold", "loso", "standard", "validation")  # see xtinyhar.data.splits
 
 
 def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
@@ -156,7 +157,8 @@ class EvalConfig:
     folds: int = field(default=5, metadata=_range(2))
     averaging: str = field(default="micro", metadata=_range(choices=("micro", "macro")))
     val_subjects: int = field(default=1, metadata=_range(0))  # 0: no validation, keep the last epoch
-    protocol: str = field(default="kfold", metadata=_range(choices=("kfold", "loso", "standard")))
+    protocol: str = field(default="kfold",
+                          metadata=_range(choices=PROTOCOLS))
 
 
 @dataclass

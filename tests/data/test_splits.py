@@ -79,3 +79,15 @@ def test_bad_requests(trial_subjects):
 def test_zero_validation_subjects_keeps_all_training_subjects(trial_subjects):
     (split,) = make_splits(trial_subjects, "standard", val_subjects=0)
     assert split.train_subjects == (1, 3, 5, 7) and split.val_subjects == () and len(split.val) == 0
+
+
+def test_validation_protocol_never_touches_the_standard_test_subjects(trial_subjects):
+    splits = make_splits(trial_subjects, "validation", seed=42, val_subjects=0)
+    assert [s.test_subjects for s in splits] == [(7,), (5,), (3,), (1,)]
+    for split in splits:
+        used = np.concatenate([split.train, split.val, split.test])
+        assert set(trial_subjects[used]) == {1, 3, 5, 7}
+        assert set(split.train_subjects) == {1, 3, 5, 7} - set(split.test_subjects)
+    with_val = make_splits(trial_subjects, "validation", seed=42, val_subjects=1)
+    for split in with_val:
+        assert len(split.val_subjects) == 1 and not set(split.val_subjects) & {2, 4, 6, 8}

@@ -190,3 +190,16 @@ def test_resume_accepts_a_run_saved_before_a_new_config_key(tiny, tmp_path):
     (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
     with pytest.raises(Exception, match="started with another config"):
         run_cv(tiny["cfg"], tiny["cache"], protocol="kfold", run_dir=run, resume=True)
+
+
+def test_parallel_folds_give_the_sequential_numbers(tiny, tmp_path):
+    """--jobs 2: folds trained in worker processes; with one thread per fold either way
+    (the tiny config trains on 1 thread) every fold's metrics are identical."""
+    summary = run_cv(tiny["cfg"], tiny["cache"], protocol="kfold", run_dir=tmp_path / "par", jobs=2)
+    assert summary["jobs"] == 2 and summary["folds"] == 3
+    for fold in range(3):
+        seq = json.loads((tiny["run"] / "folds" / str(fold) / "metrics.json").read_text())
+        par = json.loads((tmp_path / "par" / "folds" / str(fold) / "metrics.json").read_text())
+        assert par["student"] == seq["student"] and par["teacher"] == seq["teacher"]
+    with pytest.raises(Exception, match="--jobs 0"):
+        run_cv(tiny["cfg"], tiny["cache"], protocol="kfold", run_dir=tmp_path / "bad", jobs=0)

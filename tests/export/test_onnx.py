@@ -252,3 +252,15 @@ def test_validation_subjects_are_not_counted_as_held_out(utd_cache):
     held_out, training = held_out_and_training(utd_cache, [1, 3, 5], [7])
     assert set(np.unique(utd_cache.subject[held_out])) == {2, 4, 6, 8}
     assert set(np.unique(utd_cache.subject[training])) == {1, 3, 5}
+
+
+def test_a_recorded_test_side_limits_the_held_out_windows(utd_cache):
+    """A model of the validation protocol (trained on 1, 3, 5, tested on 7) is checked on
+    subject 7 only: the standard test subjects stay untouched."""
+    from xtinyhar.export.to_onnx import held_out_and_training
+    from xtinyhar.xai.explain import choose_windows
+
+    held_out, _ = held_out_and_training(utd_cache, [1, 3, 5], [], [7])
+    assert set(np.unique(utd_cache.subject[held_out])) == {7}
+    chosen = choose_windows(utd_cache, [1, 3, 5], None, 50, test_subjects=[7])
+    assert set(np.unique(utd_cache.subject[chosen])) == {7}

@@ -6,7 +6,10 @@ code serves both) and returns index arrays into it. Three protocols:
   exactly once (``sklearn.model_selection.GroupKFold`` with shuffling);
 - ``loso``: leave one subject out;
 - ``standard``: a fixed list of training subjects, the rest tested (UTD-MHAD's cross-subject
-  protocol: subjects 1,3,5,7 train, 2,4,6,8 test).
+  protocol: subjects 1,3,5,7 train, 2,4,6,8 test);
+- ``validation``: for choosing hyper-parameters without touching the standard test
+  subjects: those are left out of every fold, and each standard training subject is held
+  out in turn (7, 5, 3, 1: ``--max-folds 2`` holds out 7 and then 5).
 A validation set for early stopping and model selection is carved from the training
 subjects only (``carve_validation``).
 """
@@ -18,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import GroupKFold, LeaveOneGroupOut
 
+from xtinyhar.config import PROTOCOLS  # noqa: F401  (re-exported)
 from xtinyhar.errors import XTinyHARError
 
-PROTOCOLS = ("kfold", "loso", "standard")
 UTD_MHAD_STANDARD_TRAIN = (1, 3, 5, 7)
 
 
@@ -64,6 +67,16 @@ def standard_test_sets(subjects: np.ndarray,
     return [test]
 
 
+def validation_test_sets(subjects: np.ndarray,
+                         train_subjects: tuple[int, ...] = UTD_MHAD_STANDARD_TRAIN) -> list[np.ndarray]:
+    """One fold per standard training subject (descending), tested on that subject alone."""
+    present = [s for s in sorted(train_subjects, reverse=True) if np.any(subjects == s)]
+    if len(present) < 2:
+        raise XTinyHARError(f"validation protocol needs at least two of the standard training "
+                            f"subjects {train_subjects} in the data")
+    return [np.flatnonzero(subjects == s) for s in present]
+
+
 def carve_validation(subjects: np.ndarray, train: np.ndarray, n_val_subjects: int,
                      seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Move ``n_val_subjects`` randomly chosen training subjects to a validation set
@@ -90,10 +103,14 @@ def make_splits(subjects: np.ndarray, protocol: str, *, folds: int = 5, seed: in
         test_sets = loso_test_sets(subjects)
     elif protocol == "standard":
         test_sets = standard_test_sets(subjects, standard_train)
+    elif protocol == "validation":
+        test_sets = validation_test_sets(subjects, standard_train)
     else:
         raise XTinyHARError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     splits = []
     everything = np.arange(len(subjects))
+    if protocol == "validation":   # the standard test subjects take no part at all
+        everything = np.flatnonzero(np.isin(subjects, standard_train))
     for fold, test in enumerate(test_sets):
         train_all = np.setdiff1d(everything, test)
         train, val = carve_validation(subjects, train_all, val_subjects, seed + fold)

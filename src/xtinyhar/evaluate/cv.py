@@ -93,7 +93,8 @@ def run_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Path, *, kd
             teacher = trained.model
             save_model(teacher_path, teacher, cfg=cfg, class_names=cache.class_names,
                        cache_hash=chash, train_subjects=list(split.train_subjects),
-                       extra={"fold": split.fold, "val_subjects": [int(s) for s in split.val_subjects]})
+                       extra={"fold": split.fold, "val_subjects": [int(s) for s in split.val_subjects],
+                             "test_subjects": [int(s) for s in split.test_subjects]})
             record["teacher_fit"] = {"best_epoch": trained.result.best_epoch,
                                      "epochs_run": len(trained.result.history),
                                      "seconds": round(trained.result.seconds, 1)}
@@ -108,7 +109,8 @@ def run_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Path, *, kd
     save_model(fold_dir / "student.pt", trained.model, cfg=cfg, class_names=cache.class_names,
                cache_hash=chash, train_subjects=list(split.train_subjects),
                extra={"fold": split.fold, "distilled": kd,
-                      "val_subjects": [int(s) for s in split.val_subjects]})
+                      "val_subjects": [int(s) for s in split.val_subjects],
+                             "test_subjects": [int(s) for s in split.test_subjects]})
     record["student_fit"] = {"best_epoch": trained.result.best_epoch,
                              "epochs_run": len(trained.result.history),
                              "seconds": round(trained.result.seconds, 1), "distilled": kd}
@@ -150,6 +152,40 @@ def _minirocket_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Pat
 MODELS_LEVELS = [("teacher", "trial"), ("student", "trial"), ("teacher", "window"), ("student", "window")]
 
 
+def _run_parallel(cfg: Config, cache: TokenCache, todo: list, *, kd: bool, resume: bool,
+                  jobs: int) -> dict[int, dict]:
+    """Folds in ``jobs`` spawned worker processes, each on ``train.threads // jobs`` threads
+    (the saved config keeps the configured count). A failing fold stops the others."""
+    import concurrent.futures
+    import multiprocessing
+    from concurrent.futures.process import BrokenProcessPool
+
+    threads = max(1, cfg.train.threads // jobs)
+    records = {}
+    context = multiprocessing.get_context("spawn")   # no fork of a process holding torch threads
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=jobs, mp_context=context, initializer=_start_worker,
+        initargs=(threads, logging.getLogger().getEffectiveLevel()))
+    futures = {pool.submit(_fold_in_worker, cfg, cache, split, fold_dir, kd, resume): split
+               for split, fold_dir in todo}
+    try:
+        for future in concurrent.futures.as_completed(futures):
+            split = futures[future]
+            try:
+                records[split.fold] = future.result()
+            except BrokenProcessPool as exc:
+                raise XTinyHARError(f"fold {split.fold}: a worker process died (out of memory?); "
+                                    "rerun with --resume, or with fewer --jobs") from exc
+            log.info("fold %d finished (test subjects %s)", split.fold, split.test_subjects)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in list((pool._processes or {}).values()):   # running folds stop too
+            process.terminate()
+        raise
+    pool.shutdown()
+    return records
+
+
 def summarize(records: list[dict], *, protocol: str, cfg: Config) -> dict:
     """Mean and std over folds; ``seconds`` adds up the folds' wall times (resumed included)."""
     seconds = sum(r.get("seconds", 0.0) for r in records)
@@ -167,9 +203,37 @@ def summary_table(summary: dict) -> str:
     return format_summary_table(rows)
 
 
+def _start_worker(threads: int, log_level: int) -> None:
+    """Initializer of a CV worker process: its thread budget, its logging, no progress
+    bars, and Ctrl-C left to the parent (which stops the pool)."""
+    import signal
+
+    from xtinyhar.train import loop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    loop.SHOW_PROGRESS = False
+    loop.THREADS = threads
+    torch.set_num_threads(threads)
+
+
+def _fold_in_worker(cfg: Config, cache: TokenCache, split: Split, fold_dir: Path, kd: bool,
+                    resume: bool) -> dict:
+    return run_fold(cfg, cache, split, fold_dir, kd=kd, resume=resume)
+
+
 def run_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path,
-           resume: bool = False, kd: bool = True, max_folds: int | None = None) -> dict:
-    """Cross-validate teacher and student; returns the summary (also in summary.json)."""
+           resume: bool = False, kd: bool = True, max_folds: int | None = None,
+           jobs: int = 1) -> dict:
+    """Cross-validate teacher and student; returns the summary (also in summary.json).
+
+    ``jobs`` > 1 trains that many folds at once in worker processes, each with
+    ``train.threads // jobs`` threads (at least 1). The models are small, so two processes
+    on one thread each do more work than one process on two threads; a fold's numbers can
+    differ from a ``jobs=1`` run in the last digits (float sums in another order).
+    ``wall_seconds`` in the summary is the wall time of the call that ran every fold; a
+    call that resumed a run records ``null`` (the folds' own times are in ``seconds``)."""
+    if jobs < 1:
+        raise XTinyHARError(f"--jobs {jobs}: must be at least 1")
     run_dir = Path(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise XTinyHARError(f"{run_dir}: run directory exists and is not empty; pass --resume to "
@@ -193,18 +257,35 @@ def run_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path
                          val_subjects=cfg.eval.val_subjects)
     if max_folds is not None:
         splits = splits[:max_folds]
-    records = []
+    started = time.perf_counter()
+    records: dict[int, dict] = {}
+    todo = []
     for split in splits:
         fold_dir = run_dir / "folds" / str(split.fold)
         done = fold_dir / "metrics.json"
         if resume and done.exists():
             log.info("fold %d finished earlier; skipping", split.fold)
-            records.append(json.loads(done.read_text()))
+            records[split.fold] = json.loads(done.read_text())
             continue
         if fold_dir.exists() and not resume:
             shutil.rmtree(fold_dir)
-        log.info("fold %d/%d: test subjects %s", split.fold + 1, len(splits), split.test_subjects)
-        records.append(run_fold(cfg, cache, split, fold_dir, kd=kd, resume=resume))
-    summary = summarize(records, protocol=protocol, cfg=cfg)
+        todo.append((split, fold_dir))
+    jobs = min(jobs, max(len(todo), 1))
+    from_scratch = len(todo) == len(splits) and not any(
+        fold_dir.exists() and any(fold_dir.iterdir()) for _, fold_dir in todo)
+    if jobs == 1:
+        for split, fold_dir in todo:
+            log.info("fold %d/%d: test subjects %s", split.fold + 1, len(splits), split.test_subjects)
+            records[split.fold] = run_fold(cfg, cache, split, fold_dir, kd=kd, resume=resume)
+    else:
+        records.update(_run_parallel(cfg, cache, todo, kd=kd, resume=resume, jobs=jobs))
+    summary = summarize([records[s.fold] for s in splits], protocol=protocol, cfg=cfg)
+    previous = run_dir / "summary.json"
+    if not todo and previous.exists():   # nothing ran: keep what the run measured
+        earlier = json.loads(previous.read_text())
+        summary["wall_seconds"], summary["jobs"] = earlier.get("wall_seconds"), earlier.get("jobs", 1)
+    else:
+        summary["wall_seconds"] = round(time.perf_counter() - started, 1) if from_scratch else None
+        summary["jobs"] = jobs
     write_json(run_dir / "summary.json", summary)
     return summary

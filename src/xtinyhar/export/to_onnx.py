@@ -211,14 +211,18 @@ def check_device_path(payload: dict, out: Path) -> None:
                           "device would see other inputs. Export a model trained without it")
 
 
-def held_out_and_training(cache, train_subjects: list[int], val_subjects: list[int] = ()
-                          ) -> tuple[np.ndarray, np.ndarray]:
+def held_out_and_training(cache, train_subjects: list[int], val_subjects: list[int] = (),
+                          test_subjects: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Windows of subjects the model never saw, neither for training nor for model
     selection (for parity and accuracy), and of its training subjects (the only ones int8
-    calibration may use)."""
+    calibration may use). A checkpoint that records its split's test subjects is evaluated
+    on those only (a ``validation``-protocol model never touches the standard test side)."""
     seen = np.isin(cache.subject, list(train_subjects))
     used = seen | np.isin(cache.subject, list(val_subjects))
-    return np.flatnonzero(~used), np.flatnonzero(seen)
+    held_out = ~used
+    if test_subjects:
+        held_out &= np.isin(cache.subject, list(test_subjects))
+    return np.flatnonzero(held_out), np.flatnonzero(seen)
 
 
 def window_and_trial_accuracy(logits: np.ndarray, cache, index: np.ndarray) -> dict:
@@ -252,7 +256,8 @@ def export_with_checks(model: torch.nn.Module, payload: dict, cache, out: str | 
     out = Path(out)
     check_device_path(payload, out)
     held_out, training = held_out_and_training(cache, payload["train_subjects"],
-                                                payload.get("val_subjects", []))
+                                                payload.get("val_subjects", []),
+                                                payload.get("test_subjects"))
     if len(held_out) == 0:
         raise ExportError(f"{out}: every subject of the data was a training subject of the "
                           "model; parity and accuracy need held-out windows")

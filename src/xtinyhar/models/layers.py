@@ -116,11 +116,11 @@ class DynamicPatcher(nn.Module):
         lengths = np.arange(p_min, p_max + 1) if dynamic else np.array([p_default])
         grid = token_positions(lengths, window=window, n_max=self.n_max, p_default=p_default)
         # Samples: token point j of a window with patch length p mixes sample left[p, j]
-        # (weight 1 - w) with sample left[p, j] + 1 (weight w). Stored as int16 (a window is
-        # far shorter than 32k samples) to keep the exported file small.
+        # (weight 1 - w) with sample left[p, j] + 1 (weight w). Stored as int16 when the
+        # window allows (it always does for IMU windows of seconds) to keep the file small.
         flat = grid.positions.reshape(len(lengths), -1).astype(np.float64)   # (P, n_max*p)
         left = np.clip(np.floor(flat), 0, max(window - 2, 0))
-        self._table("sample_left", left, torch.int16)                          # (P, n_max*p)
+        self._table("sample_left", left, torch.int16 if window < 2**15 else torch.int32)
         self._table("sample_weight", (flat - left)[..., None])                 # (P, n_max*p, 1)
         self._table("token_mask", grid.mask, torch.bool)                       # (P, n_max)
         self._table("token_real", grid.mask[..., None])                        # (P, n_max, 1)
@@ -150,7 +150,8 @@ class DynamicPatcher(nn.Module):
         return torch.round((raw * self.row_scale + self.row_offset).clamp(0.0, span)).long()
 
     def row_of(self, patch_len: torch.Tensor) -> torch.Tensor:
-        """(B,) whole-number patch lengths -> (B,) table rows."""
+        """(B,) whole-number patch lengths -> (B,) table rows; lengths outside
+        [p_min, p_max] are clamped to it (fixed patching has one row)."""
         return (torch.round(patch_len) - self.shortest).long().clamp(0, self.sample_left.shape[0] - 1)
 
     def patch_length(self, imu: torch.Tensor) -> torch.Tensor:

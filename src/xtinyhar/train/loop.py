@@ -31,6 +31,8 @@ from xtinyhar.io import load_checkpoint, save_checkpoint, write_csv
 log = logging.getLogger(__name__)
 
 Arrays = dict[str, np.ndarray]
+SHOW_PROGRESS = True   # a bar per epoch on a terminal; worker processes of a parallel CV turn it off
+THREADS: int | None = None   # set by a parallel CV's workers: overrides FitSettings.threads
 Step = Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]
 Augment = Callable[[Arrays, np.random.Generator], Arrays]
 
@@ -112,7 +114,7 @@ def fit(model: torch.nn.Module, train: Arrays, val: Arrays, step: Step, settings
         desc: str = "fit") -> FitResult:
     """Train ``model`` in place; on return it holds the best validation weights (the last
     epoch's when ``val`` is empty)."""
-    torch.set_num_threads(settings.threads)
+    torch.set_num_threads(THREADS or settings.threads)
     n = len(train["label"])
     steps_per_epoch = math.ceil(n / settings.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
@@ -146,7 +148,7 @@ def fit(model: torch.nn.Module, train: Arrays, val: Arrays, step: Step, settings
         order = rng.permutation(n)
         seen, loss_sum, predicted, truth = 0, 0.0, [], []
         bar = tqdm(range(steps_per_epoch), desc=f"{desc} epoch {epoch + 1}/{settings.epochs}",
-                   leave=False, disable=None)
+                   leave=False, disable=None if SHOW_PROGRESS else True)
         for b in bar:
             index = order[b * settings.batch_size:(b + 1) * settings.batch_size]
             batch_np = take(train, index)

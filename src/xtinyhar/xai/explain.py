@@ -19,10 +19,14 @@ CHANNELS = ["acc x", "acc y", "acc z", "gyro x", "gyro y", "gyro z"]
 
 
 def choose_windows(cache, train_subjects, classes: list[str] | None, max_windows: int,
-                   seed: int = 0, val_subjects=()) -> np.ndarray:
-    """Held-out windows (subjects not trained on), optionally of some classes, at most
-    ``max_windows``, spread evenly over classes."""
-    index = np.flatnonzero(~np.isin(cache.subject, [*train_subjects, *val_subjects]))   # test subjects
+                   seed: int = 0, val_subjects=(), test_subjects=None) -> np.ndarray:
+    """Held-out windows (subjects not trained on; only the split's test subjects when the
+    checkpoint records them), optionally of some classes, at most ``max_windows``, spread
+    evenly over classes."""
+    held_out = ~np.isin(cache.subject, [*train_subjects, *val_subjects])
+    if test_subjects:
+        held_out &= np.isin(cache.subject, list(test_subjects))
+    index = np.flatnonzero(held_out)
     if classes:
         unknown = [c for c in classes if c not in cache.class_names]
         if unknown:
@@ -143,7 +147,7 @@ def explain(student, payload: dict, cache, out: str | Path, *, teacher=None, com
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     index = choose_windows(cache, payload["train_subjects"], classes, max_windows, seed,
-                           payload.get("val_subjects", []))
+                           payload.get("val_subjects", []), payload.get("test_subjects"))
     imu, labels = cache.imu[index], cache.label[index]
     names = cache.class_names
     hz = float(student.cfg.imu_hz)
