@@ -150,6 +150,8 @@ class DistillConfig:
     T: float = field(default=3.0, metadata=_range(0, lo_open=True))
     alpha: float = field(default=0.7, metadata=_range(0, 1))
     attention_weight: float = field(default=0.0, metadata=_range(0))  # attention transfer, off by default
+    views: int = field(default=0, metadata=_range(0))  # >0: consistent KD, teacher targets on that
+                                                       # many augmented copies of each window
 
 
 @dataclass

@@ -201,5 +201,11 @@ def test_parallel_folds_give_the_sequential_numbers(tiny, tmp_path):
         seq = json.loads((tiny["run"] / "folds" / str(fold) / "metrics.json").read_text())
         par = json.loads((tmp_path / "par" / "folds" / str(fold) / "metrics.json").read_text())
         assert par["student"] == seq["student"] and par["teacher"] == seq["teacher"]
+        # teacher and student ran as separate tasks; the fold still reports both fits
+        assert par["teacher_fit"]["epochs_run"] == seq["teacher_fit"]["epochs_run"]
+        assert par["seconds"] > par["teacher_fit"]["seconds"] > 0
+        history = (tmp_path / "par" / "folds" / str(fold) / "history.csv").read_text()
+        assert "teacher," in history and "student," in history
+        assert not (tmp_path / "par" / "folds" / str(fold) / "teacher_fit.json").exists()
     with pytest.raises(Exception, match="--jobs 0"):
         run_cv(tiny["cfg"], tiny["cache"], protocol="kfold", run_dir=tmp_path / "bad", jobs=0)

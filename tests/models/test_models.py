@@ -193,3 +193,26 @@ def test_student_flops_count_attention():
     # removing the attention matmuls from the count would change it by exactly that amount
     no_attn_model = small_student()
     assert count_flops(no_attn_model, x) == flops
+
+
+@pytest.mark.parametrize("pos", ["learned", "sinusoidal", "none"])
+def test_tokenizer_tables_equal_the_direct_computation(pos):
+    """The per-patch-length tables (width fraction, time-embedding rows and weights) give
+    what the token grid computed window by window gives: patch embedding of the gathered
+    tokens and their widths, plus the time embedding of their centres."""
+    model = small_student(pos_embedding=pos)
+    if pos == "learned":   # a table far from its small initial values
+        torch.nn.init.normal_(model.tokenizer.pos.table)
+    x = imu_batch(8, energy=(0.0, 0.05, 0.1, 0.12, 0.15, 0.17, 0.19, 0.4))
+    tok = model.tokenizer
+    emb, mask, centre = tok(x)
+    p = tok.patcher.patch_length(x).numpy()
+    assert len(set(p)) >= 4
+    grid = token_positions(p.astype(int), window=100, n_max=tok.patcher.n_max, p_default=20)
+    features = tok.stem((x - tok.norm_mean) / tok.norm_std)
+    tokens = torch.from_numpy(gather_tokens(features.detach().numpy(), grid.positions, grid.mask))
+    width = torch.from_numpy(grid.width / 100.0)[..., None]
+    expected = tok.embed(tokens.flatten(2), width) + tok.pos(torch.from_numpy(grid.centre))
+    torch.testing.assert_close(emb, expected, atol=1e-4, rtol=1e-4)
+    assert np.array_equal(mask.numpy(), grid.mask)
+    np.testing.assert_allclose(centre.numpy(), grid.centre, atol=1e-5)

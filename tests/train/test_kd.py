@@ -59,3 +59,34 @@ def test_attention_transfer_is_zero_for_identical_maps_and_positive_otherwise():
     assert float(attention_transfer_loss([other], [teacher], n_skel, mask)) > 0
     rows = imu_attention([teacher], n_skel).sum(-1)
     torch.testing.assert_close(rows, torch.ones_like(rows))
+
+
+def test_consistent_views_give_the_teacher_logits_of_the_window_the_student_sees():
+    """distill.views: each batch row is one of K augmented copies, paired with the teacher's
+    logits on exactly that copy (not on the clean window)."""
+    import numpy as np
+
+    from xtinyhar.config import config_from_dict
+    from xtinyhar.models.teacher import STConvTeacher, TeacherModelConfig
+    from xtinyhar.train.tasks import consistent_views
+
+    rng = np.random.default_rng(0)
+    n, W, T, J = 6, 50, 25, 20
+    full = {"imu": rng.normal(size=(n, W, 6)).astype(np.float32),
+            "skeleton": rng.normal(size=(n, T, J, 3)).astype(np.float32),
+            "label": np.arange(n) % 3}
+    cfg = config_from_dict({"data": {"window": W}, "model": {"teacher": {"skeleton_tokens": 5}},
+                            "preproc": {"augment": {"rotation_deg": 30}}})
+    teacher = STConvTeacher(TeacherModelConfig(n_classes=3, window=W, skeleton_frames=T, joints=J,
+                                               dim=16, depth=1, heads=2, skeleton_tokens=5,
+                                               stem_channels=4)).eval()
+    apply = consistent_views(teacher, full, cfg, np.ones(6, np.float32), views=3)
+    batch = {"imu": full["imu"], "label": full["label"], "row": np.arange(n),
+             "teacher_logits": np.zeros((n, 3), np.float32)}
+    out = apply(batch, np.random.default_rng(1))
+    assert not np.allclose(out["imu"], full["imu"])            # augmented, not the clean window
+    with torch.no_grad():
+        expected = teacher(torch.from_numpy(out["imu"]), torch.from_numpy(full["skeleton"])).numpy()
+    np.testing.assert_allclose(out["teacher_logits"], expected, rtol=1e-4, atol=1e-4)
+    again = apply(batch, np.random.default_rng(2))
+    assert not np.array_equal(again["imu"], out["imu"])          # another copy for some rows

@@ -69,6 +69,24 @@ def _fold_record(split: Split) -> dict:
             "val_subjects": list(split.val_subjects), "test_subjects": list(split.test_subjects)}
 
 
+def train_fold_teacher(cfg: Config, cache: TokenCache, split: Split, fold_dir: Path, *,
+                       resume: bool) -> tuple[torch.nn.Module, dict, list[dict]]:
+    """Train one fold's teacher; save ``teacher.pt`` and ``teacher_fit.json`` (its fit record
+    and epoch history, so a later call that reloads the teacher still reports them)."""
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    trained = fit_teacher(cfg, cache, split.train, split.val, workdir=fold_dir / "fit_teacher",
+                          resume=resume, desc=f"fold {split.fold} teacher")
+    save_model(fold_dir / "teacher.pt", trained.model, cfg=cfg, class_names=cache.class_names,
+               cache_hash=cache.meta["config_hash"], train_subjects=list(split.train_subjects),
+               extra={"fold": split.fold, "val_subjects": [int(s) for s in split.val_subjects],
+                      "test_subjects": [int(s) for s in split.test_subjects]})
+    fit_record = {"best_epoch": trained.result.best_epoch, "epochs_run": len(trained.result.history),
+                  "seconds": round(trained.result.seconds, 1)}
+    history = [{"model": "teacher", **row} for row in trained.result.history]
+    write_json(fold_dir / "teacher_fit.json", {"record": fit_record, "history": history})
+    return trained.model, fit_record, history
+
+
 def run_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Path, *, kd: bool,
              resume: bool) -> dict:
     """Train (or reload) teacher and student for one fold; write its files; return metrics."""
@@ -86,19 +104,15 @@ def run_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Path, *, kd
         teacher_path = fold_dir / "teacher.pt"
         if resume and teacher_path.exists():
             teacher, _ = load_model(teacher_path, "teacher")
-            record["teacher_fit"] = {"reloaded": True}
+            fitted = fold_dir / "teacher_fit.json"   # written with the teacher, if by this version
+            earlier = json.loads(fitted.read_text()) if fitted.exists() else {}
+            record["teacher_fit"] = earlier.get("record", {"reloaded": True})
+            histories += earlier.get("history", [])
+            started -= record["teacher_fit"].get("seconds", 0.0)   # the fold's time includes it
         else:
-            trained = fit_teacher(cfg, cache, split.train, split.val, workdir=fold_dir / "fit_teacher",
-                                  resume=resume, desc=f"fold {split.fold} teacher")
-            teacher = trained.model
-            save_model(teacher_path, teacher, cfg=cfg, class_names=cache.class_names,
-                       cache_hash=chash, train_subjects=list(split.train_subjects),
-                       extra={"fold": split.fold, "val_subjects": [int(s) for s in split.val_subjects],
-                             "test_subjects": [int(s) for s in split.test_subjects]})
-            record["teacher_fit"] = {"best_epoch": trained.result.best_epoch,
-                                     "epochs_run": len(trained.result.history),
-                                     "seconds": round(trained.result.seconds, 1)}
-            histories += [{"model": "teacher", **row} for row in trained.result.history]
+            teacher, record["teacher_fit"], history = train_fold_teacher(cfg, cache, split, fold_dir,
+                                                                        resume=resume)
+            histories += history
         record["teacher"], preds = evaluate_on(teacher, cache, split.test, teacher=True,
                                                averaging=cfg.eval.averaging)
         predictions.update({f"teacher_{k}": v for k, v in preds.items()})
@@ -127,6 +141,7 @@ def run_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Path, *, kd
     write_json(fold_dir / "metrics.json", record)  # written last: marks the fold finished
     for workdir in ("fit_teacher", "fit_student"):  # resume state; history.csv has it all
         shutil.rmtree(fold_dir / workdir, ignore_errors=True)
+    (fold_dir / "teacher_fit.json").unlink(missing_ok=True)
     return record
 
 
@@ -155,28 +170,56 @@ MODELS_LEVELS = [("teacher", "trial"), ("student", "trial"), ("teacher", "window
 def _run_parallel(cfg: Config, cache: TokenCache, todo: list, *, kd: bool, resume: bool,
                   jobs: int) -> dict[int, dict]:
     """Folds in ``jobs`` spawned worker processes, each on ``train.threads // jobs`` threads
-    (the saved config keeps the configured count). A failing fold stops the others."""
+    (the saved config keeps the configured count). With KD, a fold's teacher and its student
+    are separate tasks (the student starts once its teacher is saved), and a waiting student
+    goes before a new teacher: 5 folds on 2 workers then take about 2.5 fold-times, not 3.
+    A failing task stops the others."""
     import concurrent.futures
     import multiprocessing
     from concurrent.futures.process import BrokenProcessPool
 
     threads = max(1, cfg.train.threads // jobs)
-    records = {}
     context = multiprocessing.get_context("spawn")   # no fork of a process holding torch threads
     pool = concurrent.futures.ProcessPoolExecutor(
         max_workers=jobs, mp_context=context, initializer=_start_worker,
-        initargs=(threads, logging.getLogger().getEffectiveLevel()))
-    futures = {pool.submit(_fold_in_worker, cfg, cache, split, fold_dir, kd, resume): split
-               for split, fold_dir in todo}
+        initargs=(threads, logging.getLogger().getEffectiveLevel(), cache))
+    needs_teacher = kd and cfg.model.student.arch != "minirocket"
+    teachers = [(split, d) for split, d in todo
+                if needs_teacher and not (resume and (d / "teacher.pt").exists())]
+    waiting = {split.fold for split, _ in teachers}
+    students = [(split, d) for split, d in todo if split.fold not in waiting]
+    records: dict[int, dict] = {}
+    running: dict = {}
+
+    def submit() -> None:
+        while len(running) < jobs and (students or teachers):
+            if students:   # a fold whose teacher is ready: finish it first
+                split, fold_dir = students.pop(0)
+                # resume=True for a teacher saved by this call: the student reloads it
+                future = pool.submit(_fold_in_worker, cfg, split, fold_dir, kd, resume or needs_teacher)
+                running[future] = ("student", split, fold_dir)
+            else:
+                split, fold_dir = teachers.pop(0)
+                future = pool.submit(_teacher_in_worker, cfg, split, fold_dir, resume)
+                running[future] = ("teacher", split, fold_dir)
+
     try:
-        for future in concurrent.futures.as_completed(futures):
-            split = futures[future]
-            try:
-                records[split.fold] = future.result()
-            except BrokenProcessPool as exc:
-                raise XTinyHARError(f"fold {split.fold}: a worker process died (out of memory?); "
-                                    "rerun with --resume, or with fewer --jobs") from exc
-            log.info("fold %d finished (test subjects %s)", split.fold, split.test_subjects)
+        submit()
+        while running:
+            finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in finished:
+                kind, split, fold_dir = running.pop(future)
+                try:
+                    result = future.result()
+                except BrokenProcessPool as exc:
+                    raise XTinyHARError(f"fold {split.fold}: a worker process died (out of memory?); "
+                                        "rerun with --resume, or with fewer --jobs") from exc
+                if kind == "teacher":
+                    students.append((split, fold_dir))
+                else:
+                    records[split.fold] = result
+                    log.info("fold %d finished (test subjects %s)", split.fold, split.test_subjects)
+            submit()
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         for process in list((pool._processes or {}).values()):   # running folds stop too
@@ -203,22 +246,30 @@ def summary_table(summary: dict) -> str:
     return format_summary_table(rows)
 
 
-def _start_worker(threads: int, log_level: int) -> None:
-    """Initializer of a CV worker process: its thread budget, its logging, no progress
-    bars, and Ctrl-C left to the parent (which stops the pool)."""
+_WORKER_CACHE: TokenCache | None = None   # the token cache, sent once to each CV worker
+
+
+def _start_worker(threads: int, log_level: int, cache: TokenCache) -> None:
+    """Initializer of a CV worker process: its thread budget, its logging, the token cache,
+    no progress bars, and Ctrl-C left to the parent (which stops the pool)."""
     import signal
 
     from xtinyhar.train import loop
+    global _WORKER_CACHE
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
     loop.SHOW_PROGRESS = False
     loop.THREADS = threads
     torch.set_num_threads(threads)
+    _WORKER_CACHE = cache
 
 
-def _fold_in_worker(cfg: Config, cache: TokenCache, split: Split, fold_dir: Path, kd: bool,
-                    resume: bool) -> dict:
-    return run_fold(cfg, cache, split, fold_dir, kd=kd, resume=resume)
+def _teacher_in_worker(cfg: Config, split: Split, fold_dir: Path, resume: bool) -> None:
+    train_fold_teacher(cfg, _WORKER_CACHE, split, fold_dir, resume=resume)
+
+
+def _fold_in_worker(cfg: Config, split: Split, fold_dir: Path, kd: bool, resume: bool) -> dict:
+    return run_fold(cfg, _WORKER_CACHE, split, fold_dir, kd=kd, resume=resume)
 
 
 def run_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path,

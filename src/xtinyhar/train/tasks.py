@@ -156,12 +156,17 @@ def fit_student(cfg: Config, cache: TokenCache, train_idx: np.ndarray, val_idx: 
     """Train the IMU-only student, distilling from ``teacher`` when given (else plain CE).
 
     Soft targets are the teacher's logits on the clean (un-augmented) training windows,
-    computed once. With ``distill.attention_weight > 0`` the teacher also runs on each
-    augmented batch to supply its attention maps.
+    computed once; with ``distill.views = K > 0`` they are consistent instead: the teacher
+    labels K augmented copies of every training window once, and each training batch takes
+    one of the copies at random, so the student always matches the teacher's output on
+    exactly the window it sees. With ``distill.attention_weight > 0`` the teacher also runs
+    on each augmented batch to supply its attention maps.
     """
     train, val = arrays(cache, train_idx, False), arrays(cache, val_idx, False)
     d, smoothing = cfg.distill, cfg.train.label_smoothing
     use_attention = teacher is not None and d.attention_weight > 0
+    imu_norm = imu_stats(cfg, train["imu"])
+    augment = make_augment(cfg, imu_norm.std)
     if teacher is not None:
         full = arrays(cache, train_idx, True)
         train["teacher_logits"] = predict_logits(teacher, full, teacher_forward).astype(np.float32)
@@ -170,9 +175,11 @@ def fit_student(cfg: Config, cache: TokenCache, train_idx: np.ndarray, val_idx: 
         n_classes = train["teacher_logits"].shape[1]
         val["teacher_logits"] = (predict_logits(teacher, arrays(cache, val_idx, True), teacher_forward)
                                  if len(val_idx) else np.zeros((0, n_classes))).astype(np.float32)
+        if d.views > 0 and not use_attention:
+            augment = consistent_views(teacher, full, cfg, imu_norm.std, d.views)
+            train["row"] = np.arange(len(train_idx))
     torch.manual_seed(cfg.train.seed)
     model = build_student(cfg, len(cache.class_names))
-    imu_norm = imu_stats(cfg, train["imu"])
     model.set_normalization(imu_norm.mean, imu_norm.std)
 
     def step(m, batch):
@@ -195,8 +202,26 @@ def fit_student(cfg: Config, cache: TokenCache, train_idx: np.ndarray, val_idx: 
                                  alpha=d.alpha, label_smoothing=smoothing), logits
 
     result = fit(model, train, val, step, settings_from(cfg, teacher=False),
-                 augment=make_augment(cfg, imu_norm.std), workdir=workdir, resume=resume, desc=desc)
+                 augment=augment, workdir=workdir, resume=resume, desc=desc)
     return Trained(model, result)
+
+
+def consistent_views(teacher: STConvTeacher, full: Arrays, cfg: Config, channel_std: np.ndarray,
+                     views: int):
+    """Consistent KD: ``views`` augmented copies of every training window (IMU as in
+    training; skeleton clean) labelled once by the teacher. Returns the student's batch
+    augmentation: each row of a batch takes one copy at random, with its teacher logits."""
+    rng = np.random.default_rng(cfg.train.seed + 7919)
+    imu = np.stack([augment_imu(full["imu"], cfg.preproc.augment, channel_std, rng)
+                    for _ in range(views)]).astype(np.float32)                 # (K, N, W, C)
+    logits = np.stack([predict_logits(teacher, {"imu": copy, "skeleton": full["skeleton"]},
+                                      teacher_forward) for copy in imu]).astype(np.float32)
+
+    def apply(batch: Arrays, rng: np.random.Generator) -> Arrays:
+        pick = rng.integers(views, size=len(batch["row"]))
+        return {**batch, "imu": imu[pick, batch["row"]], "teacher_logits": logits[pick, batch["row"]]}
+
+    return apply
 
 
 # ------------------------------------------------------------------------- checkpoints
