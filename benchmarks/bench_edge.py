@@ -7,7 +7,9 @@ measures every model side by side in one process.
 Models: the student of ``<runs>/standard_seed42`` (distilled) and the baselines of
 ``<runs>/baseline_<arch>`` (made by ``xtinyhar cv --protocol standard`` with
 ``model.student.arch`` set; see the README), plus MiniRocket from
-``<runs>/baseline_minirocket`` (refitted on the same training subjects for timing).
+``<runs>/baseline_minirocket`` and, on whole trials resampled to 128 samples,
+``<runs>/baseline_minirocket_trial_seed42`` (both refitted on the same training subjects for
+timing; the whole-trial one is timed per trial).
 For each: trial accuracy on the held-out subjects (from the run), parameters, ONNX file size
 fp32 and int8, MFLOPs per window, batch-1 latency on 1 thread (median and p95 over
 ``--latency-runs`` calls after warm-up) in PyTorch eager, ONNX Runtime fp32, ONNX Runtime
@@ -110,16 +112,25 @@ def main() -> int:
             "tflite_ms": tflite_latency(model, payload, cache, out / f"{name.split()[0]}.tflite",
                                         window, args.latency_runs),
         })
-    mr_run = runs / "baseline_minirocket"
-    if (mr_run / "summary.json").exists() and cache is not None:
-        from xtinyhar.evaluate.minirocket import fit_minirocket
+    for name, run_name in (("minirocket + ridge", "baseline_minirocket"),
+                           ("minirocket (trial)", "baseline_minirocket_trial_seed42")):
+        mr_run = runs / run_name
+        if not (mr_run / "summary.json").exists() or cache is None:
+            continue
+        from xtinyhar.evaluate.minirocket import fit_minirocket, trial_series
 
         metrics = json.loads((mr_run / "folds" / "0" / "metrics.json").read_text())
         train = np.flatnonzero(np.isin(cache.subject, metrics["train_subjects"]))
-        model = fit_minirocket(cache.imu[train], cache.label[train], seed=42)
-        window = cache.imu[np.flatnonzero(~np.isin(cache.subject, metrics["train_subjects"]))[:1]]
+        held_out = np.flatnonzero(~np.isin(cache.subject, metrics["train_subjects"]))
+        if run_name.endswith("seed42"):   # whole trials, resampled: one series per trial
+            trials = np.unique(cache.trial_index[train])
+            model = fit_minirocket(trial_series(cache, trials), cache.trial_label[trials], seed=42)
+            window = trial_series(cache, cache.trial_index[held_out[:1]])
+        else:
+            model = fit_minirocket(cache.imu[train], cache.label[train], seed=42)
+            window = cache.imu[held_out[:1]]
         summary = json.loads((mr_run / "summary.json").read_text())
-        rows.append({"model": "minirocket + ridge", "trial_acc": summary["student_trial"]["accuracy"]["mean"],
+        rows.append({"model": name, "trial_acc": summary["student_trial"]["accuracy"]["mean"],
                      "int8_trial_acc": None, "params": None, "fp32_kb": None, "int8_kb": None,
                      "mflops": None, "torch_ms": None,
                      "ort_ms": measure_latency(lambda: model.scores(window), warmup=20,

@@ -101,14 +101,16 @@ class PreprocConfig:
 class StudentConfig:
     # transformer: the Inertial Transformer; cnn1d, deepconvlstm, tinyhar: baselines
     # (models/baselines.py) trained and evaluated by the same commands; minirocket:
-    # MiniRocket + ridge (evaluate/minirocket.py), cv only
+    # MiniRocket + ridge on the same windows (evaluate/minirocket.py), cv only;
+    # minirocket_trial: MiniRocket + ridge on whole trials resampled to 128 samples, cv only
     L: int = field(default=2, metadata=_range(1))
     D: int = field(default=128, metadata=_range(1))
     heads: int = field(default=4, metadata=_range(1))
     mlp_ratio: float = field(default=2.0, metadata=_range(0, lo_open=True))
     p_default: int = field(default=20, metadata=_range(1))
     arch: str = field(default="transformer",
-                      metadata=_range(choices=("transformer", "cnn1d", "deepconvlstm", "tinyhar", "minirocket")))
+                      metadata=_range(choices=("transformer", "cnn1d", "deepconvlstm", "tinyhar", "minirocket",
+                                               "minirocket_trial")))
     stem_channels: int = field(default=16, metadata=_range(0))   # 0: no conv stem
     pos_embedding: str = field(default="learned", metadata=_range(choices=("learned", "sinusoidal", "none")))
     dropout: float = field(default=0.1, metadata=_range(0, 0.9))

@@ -28,3 +28,32 @@ def test_minirocket_cv_on_synthetic_data(tmp_path):
     pred = np.load(fold / "predictions.npz")
     np.testing.assert_allclose(pred["student_window_probs"].sum(1), 1.0, rtol=1e-5)
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["config"]["model"]["student"]["arch"] == "minirocket"
+
+
+def test_trial_series_rebuilds_each_trial_from_its_windows(utd_trials, utd_cache):
+    """The windows of a real UTD-MHAD trial put back together are the trial itself (here
+    checked at the trial's own length), and every trial comes out at 128 samples."""
+    from xtinyhar.evaluate.minirocket import trial_series
+
+    trials, _ = utd_trials
+    for index in (0, 5, 400):
+        imu = trials[index].imu
+        rebuilt = trial_series(utd_cache, np.array([index]), length=len(imu))[0]
+        np.testing.assert_allclose(rebuilt, imu, rtol=1e-5, atol=1e-5)
+    assert trial_series(utd_cache, np.arange(3)).shape == (3, 128, 6)
+
+
+def test_whole_trial_minirocket_gives_each_window_its_trial_scores(tmp_path):
+    cfg = load_config(CONFIGS / "synthetic.yaml", {
+        "model.student.arch": "minirocket_trial", "eval.folds": 3, "train.threads": 1,
+        "data.synthetic.subjects": 6, "data.synthetic.trials_per_class": 2})
+    report = load_dataset(cfg)
+    cache = build_token_cache(cfg, report.trials, report.class_names)
+    summary = run_cv(cfg, cache, protocol="kfold", run_dir=tmp_path / "run", kd=True)
+    assert summary["student_trial"]["accuracy"]["mean"] > 3 / len(cache.class_names)
+    fold = tmp_path / "run" / "folds" / "0"
+    assert json.loads((fold / "metrics.json").read_text())["student_fit"]["trial_length"] == 128
+    pred = np.load(fold / "predictions.npz")
+    for trial in np.unique(pred["trial_index"]):
+        rows = pred["student_window_probs"][pred["trial_index"] == trial]
+        np.testing.assert_array_equal(rows, np.repeat(rows[:1], len(rows), axis=0))

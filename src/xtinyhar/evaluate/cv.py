@@ -98,7 +98,7 @@ def run_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Path, *, kd
                                           "trial_index": cache.trial_index[split.test]}
     histories: list[dict] = []
     teacher = None
-    if cfg.model.student.arch == "minirocket":
+    if cfg.model.student.arch.startswith("minirocket"):
         return _minirocket_fold(cfg, cache, split, fold_dir, record, predictions, started)
     if kd:
         teacher_path = fold_dir / "teacher.pt"
@@ -148,14 +148,28 @@ def run_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Path, *, kd
 def _minirocket_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Path, record: dict,
                      predictions: dict, started: float) -> dict:
     """The MiniRocket baseline on one fold: no teacher, no epochs, no checkpoint (it is not a
-    torch model); metrics and predictions are written like the student's."""
-    from xtinyhar.evaluate.minirocket import fit_minirocket
+    torch model); metrics and predictions are written like the student's. ``minirocket``
+    classifies windows (trial = mean of its windows); ``minirocket_trial`` classifies whole
+    trials resampled to a fixed length, and each window carries its trial's scores."""
+    from xtinyhar.evaluate.minirocket import TRIAL_LENGTH, fit_minirocket, trial_series
 
     fit_started = time.perf_counter()
-    model = fit_minirocket(cache.imu[split.train], cache.label[split.train], seed=cfg.train.seed,
-                           threads=cfg.train.threads)
-    record["student_fit"] = {"model": "minirocket", "seconds": round(time.perf_counter() - fit_started, 1)}
-    probs = softmax(model.scores(cache.imu[split.test]))
+    by_trial = cfg.model.student.arch == "minirocket_trial"
+    if by_trial:
+        train_trials = np.unique(cache.trial_index[split.train])
+        model = fit_minirocket(trial_series(cache, train_trials), cache.trial_label[train_trials],
+                               seed=cfg.train.seed, threads=cfg.train.threads)
+    else:
+        model = fit_minirocket(cache.imu[split.train], cache.label[split.train], seed=cfg.train.seed,
+                               threads=cfg.train.threads)
+    record["student_fit"] = {"model": cfg.model.student.arch,
+                             "seconds": round(time.perf_counter() - fit_started, 1)}
+    if by_trial:
+        record["student_fit"]["trial_length"] = TRIAL_LENGTH
+        test_trials, where = np.unique(cache.trial_index[split.test], return_inverse=True)
+        probs = softmax(model.scores(trial_series(cache, test_trials)))[where]
+    else:
+        probs = softmax(model.scores(cache.imu[split.test]))
     record["student"], preds = _metrics_from_probs(probs, cache, split.test, cfg.eval.averaging)
     predictions.update({f"student_{k}": v for k, v in preds.items()})
     atomic_write(fold_dir / "predictions.npz", lambda f: np.savez(f, **predictions))
@@ -183,7 +197,7 @@ def _run_parallel(cfg: Config, cache: TokenCache, todo: list, *, kd: bool, resum
     pool = concurrent.futures.ProcessPoolExecutor(
         max_workers=jobs, mp_context=context, initializer=_start_worker,
         initargs=(threads, logging.getLogger().getEffectiveLevel(), cache))
-    needs_teacher = kd and cfg.model.student.arch != "minirocket"
+    needs_teacher = kd and not cfg.model.student.arch.startswith("minirocket")
     teachers = [(split, d) for split, d in todo
                 if needs_teacher and not (resume and (d / "teacher.pt").exists())]
     waiting = {split.fold for split, _ in teachers}

@@ -101,8 +101,8 @@ def build_student(cfg: Config, n_classes: int) -> torch.nn.Module:
     s = cfg.model.student
     if s.arch == "transformer":
         return InertialTransformer(student_config(cfg, n_classes))
-    if s.arch == "minirocket":
-        raise DataError(f"{cfg.source}: model.student.arch 'minirocket' is not a torch model; "
+    if s.arch.startswith("minirocket"):
+        raise DataError(f"{cfg.source}: model.student.arch {s.arch!r} is not a torch model; "
                         "evaluate it with `xtinyhar cv` (no train-student, export or profile)")
     return build_baseline(BaselineConfig(arch=s.arch, n_classes=n_classes, window=cfg.data.window,
                                          channels=cfg.data.imu_channels,
