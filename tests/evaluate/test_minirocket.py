@@ -13,13 +13,18 @@ from xtinyhar.preprocess.tokens import build_token_cache
 from conftest import CONFIGS
 
 
-def test_minirocket_cv_on_synthetic_data(tmp_path):
+def synthetic_cv(arch: str, run_dir):
+    """3-fold CV of a MiniRocket variant on a small synthetic set: (summary, cache)."""
     cfg = load_config(CONFIGS / "synthetic.yaml", {
-        "model.student.arch": "minirocket", "eval.folds": 3, "train.threads": 1,
+        "model.student.arch": arch, "eval.folds": 3, "train.threads": 1,
         "data.synthetic.subjects": 6, "data.synthetic.trials_per_class": 2})
     report = load_dataset(cfg)
     cache = build_token_cache(cfg, report.trials, report.class_names)
-    summary = run_cv(cfg, cache, protocol="kfold", run_dir=tmp_path / "run", kd=True)
+    return run_cv(cfg, cache, protocol="kfold", run_dir=run_dir, kd=True), cache
+
+
+def test_minirocket_cv_on_synthetic_data(tmp_path):
+    summary, cache = synthetic_cv("minirocket", tmp_path / "run")
     assert summary["student_trial"]["accuracy"]["mean"] > 3 / len(cache.class_names)
     assert "teacher_trial" not in summary      # no teacher for a non-neural baseline
     fold = tmp_path / "run" / "folds" / "0"
@@ -44,12 +49,7 @@ def test_trial_series_rebuilds_each_trial_from_its_windows(utd_trials, utd_cache
 
 
 def test_whole_trial_minirocket_gives_each_window_its_trial_scores(tmp_path):
-    cfg = load_config(CONFIGS / "synthetic.yaml", {
-        "model.student.arch": "minirocket_trial", "eval.folds": 3, "train.threads": 1,
-        "data.synthetic.subjects": 6, "data.synthetic.trials_per_class": 2})
-    report = load_dataset(cfg)
-    cache = build_token_cache(cfg, report.trials, report.class_names)
-    summary = run_cv(cfg, cache, protocol="kfold", run_dir=tmp_path / "run", kd=True)
+    summary, cache = synthetic_cv("minirocket_trial", tmp_path / "run")
     assert summary["student_trial"]["accuracy"]["mean"] > 3 / len(cache.class_names)
     fold = tmp_path / "run" / "folds" / "0"
     assert json.loads((fold / "metrics.json").read_text())["student_fit"]["trial_length"] == 128
