@@ -112,6 +112,7 @@ class StudentConfig:
                       metadata=_range(choices=("transformer", "cnn1d", "deepconvlstm", "tinyhar", "minirocket",
                                                "minirocket_trial")))
     stem_channels: int = field(default=16, metadata=_range(0))   # 0: no conv stem
+    stem_layers: int = field(default=2, metadata=_range(1))      # convolutions in the stem
     pos_embedding: str = field(default="learned", metadata=_range(choices=("learned", "sinusoidal", "none")))
     dropout: float = field(default=0.1, metadata=_range(0, 0.9))
 

@@ -216,3 +216,16 @@ def test_tokenizer_tables_equal_the_direct_computation(pos):
     torch.testing.assert_close(emb, expected, atol=1e-4, rtol=1e-4)
     assert np.array_equal(mask.numpy(), grid.mask)
     np.testing.assert_allclose(centre.numpy(), grid.centre, atol=1e-5)
+
+
+def test_conv_stem_depth_and_checkpoint_names():
+    """Two layers keep the parameter names of earlier checkpoints; more layers add to them."""
+    from xtinyhar.models.layers import ConvStem
+
+    two = ConvStem(6, 8)
+    assert sorted({k.split(".")[0] for k in two.state_dict()}) == ["conv1", "conv2", "norm1", "norm2"]
+    four = ConvStem(6, 8, layers=4).eval()
+    assert {f"conv{i}" for i in range(1, 5)} <= {k.split(".")[0] for k in four.state_dict()}
+    assert four(torch.randn(3, 50, 6)).shape == (3, 50, 8)
+    deep = small_student(stem_layers=3)
+    assert deep(imu_batch(2)).shape == (2, K) and hasattr(deep.tokenizer.stem, "conv3")

@@ -232,19 +232,24 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class ConvStem(nn.Module):
-    """Two 1-D convolutions over the normalised window before patching: local features
-    that a linear patch embedding alone does not learn well from little data."""
+    """A few 1-D convolutions (BatchNorm, GELU) over the normalised window before patching:
+    local features that a linear patch embedding alone does not learn well from little data.
+    Parameter names of the default two layers (conv1, norm1, conv2, norm2) are those of
+    earlier checkpoints."""
 
-    def __init__(self, channels: int, features: int, kernel: int = 5):
+    def __init__(self, channels: int, features: int, kernel: int = 5, layers: int = 2):
         super().__init__()
-        self.conv1 = nn.Conv1d(channels, features, kernel, padding=kernel // 2)
-        self.conv2 = nn.Conv1d(features, features, kernel, padding=kernel // 2)
-        self.norm1, self.norm2 = nn.BatchNorm1d(features), nn.BatchNorm1d(features)
+        self.layers = layers
+        for i in range(1, layers + 1):
+            self.add_module(f"conv{i}", nn.Conv1d(channels if i == 1 else features, features,
+                                                  kernel, padding=kernel // 2))
+            self.add_module(f"norm{i}", nn.BatchNorm1d(features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, W, C) -> (B, W, F)."""
-        x = F.gelu(self.norm1(self.conv1(x.transpose(1, 2))))
-        x = F.gelu(self.norm2(self.conv2(x)))
+        x = x.transpose(1, 2)
+        for i in range(1, self.layers + 1):
+            x = F.gelu(getattr(self, f"norm{i}")(getattr(self, f"conv{i}")(x)))
         return x.transpose(1, 2)
 
 
@@ -258,7 +263,8 @@ class ImuTokenizer(nn.Module):
 
     def __init__(self, *, channels: int, window: int, imu_hz: float, dim: int, p_default: int,
                  p_min: int, p_max: int, tau_low: float, tau_high: float, dynamic: bool,
-                 stem_channels: int, pos_embedding: str, mean=None, std=None):
+                 stem_channels: int, pos_embedding: str, mean=None, std=None,
+                 stem_layers: int = 2):
         super().__init__()
         self.register_buffer("norm_mean", torch.as_tensor(mean if mean else [0.0] * channels,
                                                           dtype=torch.float32))
@@ -267,7 +273,8 @@ class ImuTokenizer(nn.Module):
         self.patcher = DynamicPatcher(window=window, imu_hz=imu_hz, p_min=p_min, p_max=p_max,
                                       tau_low=tau_low, tau_high=tau_high, p_default=p_default,
                                       dynamic=dynamic)
-        self.stem = ConvStem(channels, stem_channels) if stem_channels else nn.Identity()
+        self.stem = (ConvStem(channels, stem_channels, layers=stem_layers) if stem_channels
+                     else nn.Identity())
         self.embed = PatchEmbedding(p_default, stem_channels or channels, dim, window)
         self.pos = TimeEmbedding(dim, window, pos_embedding)
         # Per patch length (table row): token widths as a fraction of the window and, for

@@ -36,6 +36,7 @@ class StudentModelConfig:
     tau_high: float = 0.20
     dynamic_patching: bool = True
     stem_channels: int = 16          # 0: no stem, tokens are built from the normalised IMU
+    stem_layers: int = 2             # convolutions in the stem
     pos_embedding: str = "learned"   # learned | sinusoidal | none
     dropout: float = 0.1
     norm_mean: list[float] = field(default_factory=list)  # filled from the training fold
@@ -55,6 +56,7 @@ class InertialTransformer(nn.Module):
             channels=cfg.channels, window=cfg.window, imu_hz=cfg.imu_hz, dim=cfg.dim,
             p_default=cfg.p_default, p_min=cfg.p_min, p_max=cfg.p_max, tau_low=cfg.tau_low,
             tau_high=cfg.tau_high, dynamic=cfg.dynamic_patching, stem_channels=cfg.stem_channels,
+            stem_layers=cfg.stem_layers,
             pos_embedding=cfg.pos_embedding, mean=cfg.norm_mean, std=cfg.norm_std)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.dropout)

@@ -44,6 +44,7 @@ class TeacherModelConfig:
     tau_high: float = 0.20
     dynamic_patching: bool = True
     stem_channels: int = 16
+    stem_layers: int = 2
     pos_embedding: str = "learned"
     dropout: float = 0.1
     norm_mean: list[float] = field(default_factory=list)        # IMU, per channel
@@ -112,6 +113,7 @@ class STConvTeacher(nn.Module):
             channels=cfg.channels, window=cfg.window, imu_hz=cfg.imu_hz, dim=cfg.dim,
             p_default=cfg.p_default, p_min=cfg.p_min, p_max=cfg.p_max, tau_low=cfg.tau_low,
             tau_high=cfg.tau_high, dynamic=cfg.dynamic_patching, stem_channels=cfg.stem_channels,
+            stem_layers=cfg.stem_layers,
             pos_embedding="none", mean=cfg.norm_mean, std=cfg.norm_std)
         self.pos = TimeEmbedding(cfg.dim, cfg.window, cfg.pos_embedding)  # shared time axis
         self.modality = nn.Parameter(torch.zeros(2, cfg.dim))

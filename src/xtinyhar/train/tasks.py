@@ -93,6 +93,7 @@ def student_config(cfg: Config, n_classes: int) -> StudentModelConfig:
         imu_hz=cfg.preproc.resample_hz, dim=s.D, depth=s.L, heads=s.heads, mlp_ratio=s.mlp_ratio,
         p_default=s.p_default, p_min=dp.p_min, p_max=dp.p_max, tau_low=dp.tau_low,
         tau_high=dp.tau_high, dynamic_patching=dp.enabled, stem_channels=s.stem_channels,
+        stem_layers=s.stem_layers,
         pos_embedding=s.pos_embedding, dropout=s.dropout)
 
 
@@ -118,7 +119,8 @@ def teacher_config(cfg: Config, n_classes: int, joints: int) -> TeacherModelConf
         joints=joints, hip_joint=HIP_JOINT[cfg.data.dataset], dim=t.D, depth=t.L, heads=t.heads,
         mlp_ratio=t.mlp_ratio, skeleton_tokens=t.skeleton_tokens, p_default=s.p_default,
         p_min=dp.p_min, p_max=dp.p_max, tau_low=dp.tau_low, tau_high=dp.tau_high,
-        dynamic_patching=dp.enabled, stem_channels=s.stem_channels, pos_embedding=s.pos_embedding,
+        dynamic_patching=dp.enabled, stem_channels=s.stem_channels, stem_layers=s.stem_layers,
+        pos_embedding=s.pos_embedding,
         dropout=t.dropout)
 
 
