@@ -135,7 +135,7 @@ def test_bad_files_are_clear_errors(student, tmp_path):
         HarModel(junk)
     csv = tmp_path / "t.csv"
     csv.write_text("ax,ay,az,gx,gy,gz\n1,2,3,4,5,6\n1,2,x,4,5,6\n")
-    with pytest.raises(DataError, match="row 2 is not numeric"):
+    with pytest.raises(DataError, match="line 3 is not numeric"):   # the file's line, header counted
         read_imu_csv(csv)
     csv.write_text("1,2,3\n")
     with pytest.raises(DataError, match="3 columns, the model expects 6"):

@@ -148,3 +148,14 @@ def test_teacher_student_similarity_report():
                                   list("abcde"))
     assert -1 <= report["mean"] <= 1 and set(report["per_class"]) == {"a", "b", "c"}
     assert report["windows"] == 4 and report["per_window"].shape == (4,)
+
+
+def test_mean_baseline_comes_from_training_windows_not_normalisation(utd_cache):
+    """With preproc.norm none a model's normalisation mean is 0; the IG 'mean' baseline
+    must still be the training windows' mean (about 1 g on some acc axis, not 0)."""
+    from xtinyhar.xai.explain import training_mean
+
+    mean = training_mean(utd_cache, [1, 3, 5, 7])
+    rows = np.isin(utd_cache.subject, [1, 3, 5, 7])
+    np.testing.assert_allclose(mean, utd_cache.imu[rows].reshape(-1, 6).mean(0), rtol=1e-4)
+    assert np.abs(mean[:3]).max() > 0.3           # gravity shows: not the zero window

@@ -197,18 +197,18 @@ def read_imu_csv(path: str | Path, channels: int | None = None) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    if lines and not _is_numeric_row(lines[0]):
+    lines = [(number, line) for number, line in enumerate(path.read_text().splitlines(), start=1)
+             if line.strip()]                                  # (line number in the file, text)
+    if lines and not _is_numeric_row(lines[0][1]):
         lines = lines[1:]
     if not lines:
         raise DataError(f"{path}: no samples")
     rows = []
-    for number, line in enumerate(lines, start=1):
-        cells = line.split(",")
+    for number, line in lines:
         try:
-            rows.append([float(c) for c in cells])
+            rows.append([float(c) for c in line.split(",")])
         except ValueError:
-            raise DataError(f"{path}: row {number} is not numeric: {line[:60]!r}") from None
+            raise DataError(f"{path}: line {number} is not numeric: {line[:60]!r}") from None
     widths = {len(r) for r in rows}
     if len(widths) != 1:
         raise DataError(f"{path}: rows have different numbers of columns {sorted(widths)}")

@@ -18,6 +18,18 @@ from xtinyhar.xai.similarity import attention_similarity
 CHANNELS = ["acc x", "acc y", "acc z", "gyro x", "gyro y", "gyro z"]
 
 
+def training_mean(cache, train_subjects) -> np.ndarray:
+    """Per-channel mean of the model's training windows, in physical units: the ``mean`` IG
+    baseline. Taken from the data, not from the model's normalisation buffers, which hold
+    0 when the model was trained without normalisation (``preproc.norm: none``)."""
+    rows = np.isin(cache.subject, list(train_subjects))
+    if not rows.any():
+        from xtinyhar.errors import XTinyHARError
+        raise XTinyHARError("the 'mean' baseline needs windows of the model's training subjects; "
+                            "the data has none")
+    return cache.imu[rows].mean(axis=(0, 1))
+
+
 def choose_windows(cache, train_subjects, classes: list[str] | None, max_windows: int,
                    seed: int = 0, val_subjects=(), test_subjects=None) -> np.ndarray:
     """Held-out windows (subjects not trained on; only the split's test subjects when the
@@ -151,7 +163,7 @@ def explain(student, payload: dict, cache, out: str | Path, *, teacher=None, com
     imu, labels = cache.imu[index], cache.label[index]
     names = cache.class_names
     hz = float(student.cfg.imu_hz)
-    baseline = make_baseline(imu, baseline_kind, train_mean=student.tokenizer.norm_mean.numpy())
+    baseline = make_baseline(imu, baseline_kind, train_mean=training_mean(cache, payload["train_subjects"]))
 
     values = np.zeros_like(imu)
     batch = 16
