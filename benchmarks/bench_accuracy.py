@@ -9,7 +9,7 @@ Runs the same code as ``xtinyhar cv`` (teacher + distilled student per fold) for
 Runs go to ``<runs>/...`` and are resumed, so an interrupted benchmark continues where it
 stopped and a finished one only prints. Hyper-parameters come from the config (chosen on
 validation subjects); the test subjects are only ever used for these numbers.
-``--jobs 2`` (default) trains two folds at once on one thread each (``xtinyhar cv --jobs``).
+``--jobs 2`` (default) trains two models at once on one thread each (``xtinyhar cv --jobs``).
 The wall time is that of the 5-fold KD run when one call ran all its folds from scratch
 (kept in its summary.json); a resumed run prints n/a (the fold-time sum is printed beside it).
 """
@@ -89,7 +89,7 @@ def main() -> int:
             ("KD better than no KD (folds won)", f"{wins}/{kd['folds']}, "
              f"{acc['mean'] - acc_plain['mean']:+.3f} mean", "KD better"),
             (f"{kd['folds']}-fold teacher + student CV wall time (s, {kd['jobs']} job(s), "
-             f"{base.train.threads} cores; fold-time sum {kd['seconds']:.0f} s)",
+             f"{base.train.threads} threads; fold-time sum {kd['seconds']:.0f} s)",
              "n/a (resumed)" if kd["wall_seconds"] is None else f"{kd['wall_seconds']:.0f}", "<= 600"),
         ]
     width = max(len(r[0]) for r in rows)

@@ -460,8 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--no-kd", action="store_true", help="student without teacher (KD ablation)")
     cv.add_argument("--max-folds", type=int, help="run only the first N folds (quick checks)")
     cv.add_argument("--jobs", type=int, default=1,
-                    help="folds trained at once, each on train.threads // jobs threads (default 1; "
-                         "2 on a 2-core machine is ~1.3x faster: small models use threads poorly)")
+                    help="models trained at once (a fold's teacher and student are separate "
+                         "tasks), each on train.threads // jobs threads (default 1; 2 on a 2-core "
+                         "machine is faster: small models use threads poorly)")
     cv.set_defaults(func=cmd_cv)
 
     prof = sub.add_parser("profile", help="parameters, size and FLOPs of the models")

@@ -283,6 +283,9 @@ def _validate(cfg: Config) -> None:
     if cfg.distill.attention_weight > 0 and s.arch != "transformer":
         raise ConfigError(f"distill.attention_weight > 0 needs attention maps; model.student.arch "
                           f"{s.arch!r} has none (use transformer or set the weight to 0)")
+    if cfg.distill.views > 0 and cfg.distill.attention_weight > 0:
+        raise ConfigError("distill.views > 0 and distill.attention_weight > 0 cannot be combined: "
+                          "attention transfer runs the teacher on each batch itself; set one to 0")
     if d.imu_channels != 6:
         raise ConfigError(f"data.imu_channels: {d.imu_channels} is not supported; loaders give 6 "
                           "channels (acc x,y,z in g, gyro x,y,z in deg/s)")

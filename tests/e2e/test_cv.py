@@ -209,3 +209,15 @@ def test_parallel_folds_give_the_sequential_numbers(tiny, tmp_path):
         assert not (tmp_path / "par" / "folds" / str(fold) / "teacher_fit.json").exists()
     with pytest.raises(Exception, match="--jobs 0"):
         run_cv(tiny["cfg"], tiny["cache"], protocol="kfold", run_dir=tmp_path / "bad", jobs=0)
+
+
+def test_a_failing_task_in_a_worker_is_the_error_of_the_call(tiny, tmp_path):
+    """A teacher that cannot train (no skeleton windows) fails in its worker; run_cv raises
+    that error (one line for the CLI), it does not hang or hide it."""
+    import dataclasses
+
+    from xtinyhar.errors import DataError
+
+    no_skeleton = dataclasses.replace(tiny["cache"], skeleton=None)
+    with pytest.raises(DataError, match="no skeleton windows"):
+        run_cv(tiny["cfg"], no_skeleton, protocol="kfold", run_dir=tmp_path / "fail", jobs=2)

@@ -153,15 +153,18 @@ def _minirocket_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Pat
     trials resampled to a fixed length, and each window carries its trial's scores."""
     from xtinyhar.evaluate.minirocket import TRIAL_LENGTH, fit_minirocket, trial_series
 
+    from xtinyhar.train import loop
+
     fit_started = time.perf_counter()
+    threads = loop.THREADS or cfg.train.threads   # a CV worker's share of the cores
     by_trial = cfg.model.student.arch == "minirocket_trial"
     if by_trial:
         train_trials = np.unique(cache.trial_index[split.train])
         model = fit_minirocket(trial_series(cache, train_trials), cache.trial_label[train_trials],
-                               seed=cfg.train.seed, threads=cfg.train.threads)
+                               seed=cfg.train.seed, threads=threads)
     else:
         model = fit_minirocket(cache.imu[split.train], cache.label[split.train], seed=cfg.train.seed,
-                               threads=cfg.train.threads)
+                               threads=threads)
     record["student_fit"] = {"model": cfg.model.student.arch,
                              "seconds": round(time.perf_counter() - fit_started, 1)}
     if by_trial:
@@ -185,9 +188,9 @@ def _run_parallel(cfg: Config, cache: TokenCache, todo: list, *, kd: bool, resum
                   jobs: int) -> dict[int, dict]:
     """Folds in ``jobs`` spawned worker processes, each on ``train.threads // jobs`` threads
     (the saved config keeps the configured count). With KD, a fold's teacher and its student
-    are separate tasks (the student starts once its teacher is saved), and a waiting student
-    goes before a new teacher: 5 folds on 2 workers then take about 2.5 fold-times, not 3.
-    A failing task stops the others."""
+    are separate tasks (a student starts once its teacher is saved) and teachers go first:
+    5 folds on 2 workers then take about 2.5 fold-times, not 3 (whole folds, or students
+    first, leave a worker idle at the end). A failing task stops the others."""
     import concurrent.futures
     import multiprocessing
     from concurrent.futures.process import BrokenProcessPool
@@ -207,15 +210,15 @@ def _run_parallel(cfg: Config, cache: TokenCache, todo: list, *, kd: bool, resum
 
     def submit() -> None:
         while len(running) < jobs and (students or teachers):
-            if students:   # a fold whose teacher is ready: finish it first
+            if teachers:   # teachers first: students then fill the last round
+                split, fold_dir = teachers.pop(0)
+                future = pool.submit(_teacher_in_worker, cfg, split, fold_dir, resume)
+                running[future] = ("teacher", split, fold_dir)
+            else:
                 split, fold_dir = students.pop(0)
                 # resume=True for a teacher saved by this call: the student reloads it
                 future = pool.submit(_fold_in_worker, cfg, split, fold_dir, kd, resume or needs_teacher)
                 running[future] = ("student", split, fold_dir)
-            else:
-                split, fold_dir = teachers.pop(0)
-                future = pool.submit(_teacher_in_worker, cfg, split, fold_dir, resume)
-                running[future] = ("teacher", split, fold_dir)
 
     try:
         submit()
@@ -235,8 +238,9 @@ def _run_parallel(cfg: Config, cache: TokenCache, todo: list, *, kd: bool, resum
                     log.info("fold %d finished (test subjects %s)", split.fold, split.test_subjects)
             submit()
     except BaseException:
+        running_processes = list((pool._processes or {}).values())   # before shutdown clears it
         pool.shutdown(wait=False, cancel_futures=True)
-        for process in list((pool._processes or {}).values()):   # running folds stop too
+        for process in running_processes:                           # running tasks stop too
             process.terminate()
         raise
     pool.shutdown()
@@ -291,7 +295,7 @@ def run_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path
            jobs: int = 1) -> dict:
     """Cross-validate teacher and student; returns the summary (also in summary.json).
 
-    ``jobs`` > 1 trains that many folds at once in worker processes, each with
+    ``jobs`` > 1 trains that many models at once in worker processes, each with
     ``train.threads // jobs`` threads (at least 1). The models are small, so two processes
     on one thread each do more work than one process on two threads; a fold's numbers can
     differ from a ``jobs=1`` run in the last digits (float sums in another order).
@@ -346,8 +350,8 @@ def run_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path
         records.update(_run_parallel(cfg, cache, todo, kd=kd, resume=resume, jobs=jobs))
     summary = summarize([records[s.fold] for s in splits], protocol=protocol, cfg=cfg)
     previous = run_dir / "summary.json"
-    if not todo and previous.exists():   # nothing ran: keep what the run measured
-        earlier = json.loads(previous.read_text())
+    earlier = json.loads(previous.read_text()) if previous.exists() else {}
+    if not todo and earlier.get("folds") == len(splits):   # nothing ran: keep what was measured
         summary["wall_seconds"], summary["jobs"] = earlier.get("wall_seconds"), earlier.get("jobs", 1)
     else:
         summary["wall_seconds"] = round(time.perf_counter() - started, 1) if from_scratch else None

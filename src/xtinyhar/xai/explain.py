@@ -163,7 +163,8 @@ def explain(student, payload: dict, cache, out: str | Path, *, teacher=None, com
     imu, labels = cache.imu[index], cache.label[index]
     names = cache.class_names
     hz = float(student.cfg.imu_hz)
-    baseline = make_baseline(imu, baseline_kind, train_mean=training_mean(cache, payload["train_subjects"]))
+    mean = training_mean(cache, payload["train_subjects"]) if baseline_kind == "mean" else None
+    baseline = make_baseline(imu, baseline_kind, train_mean=mean)
 
     values = np.zeros_like(imu)
     batch = 16
