@@ -18,6 +18,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,30 +98,38 @@ def quiet_exporter() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+@contextmanager
+def converting(out: Path, what: str):
+    """Yield a temporary file beside ``out`` for a converter to write; any converter error
+    becomes a one-line ExportError naming ``out``; the temporary file never stays behind
+    (the caller moves it to ``out`` when everything worked)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_beside(out, out.suffix)
+    try:
+        yield tmp
+    except XTinyHARError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"{out}: {what} failed ({describe(exc)})") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def export_onnx(model: torch.nn.Module, out: str | Path, metadata: dict) -> Path:
     """Export ``model`` (IMU-only: ``model(imu) -> logits``) to ``out`` with a dynamic batch."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    model = model.eval()
     example = torch.zeros(2, metadata["window"], metadata["channels"])
-    tmp = _temp_beside(out, ".onnx")
-    try:
+    with converting(out, "ONNX export") as tmp:
         quiet_exporter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)   # torch-internal deprecations
             warnings.filterwarnings("ignore", message=".*were assigned during export")  # LSTM weights
             program = torch.onnx.export(
-                model, (example,), dynamo=True, opset_version=OPSET, input_names=["imu"],
+                model.eval(), (example,), dynamo=True, opset_version=OPSET, input_names=["imu"],
                 output_names=["logits"], dynamic_shapes={"imu": {0: torch.export.Dim("batch")}},
                 verbose=False)
         program.save(str(tmp))
         _attach_metadata_and_move(tmp, out, metadata)
-    except XTinyHARError:
-        raise
-    except Exception as exc:
-        raise ExportError(f"{out}: ONNX export failed ({describe(exc)})") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xtinyhar.export.to_onnx import (Backend, ExportError, _temp_beside, describe, export_with_checks,
-                                     sidecar_path)
+from xtinyhar.export.to_onnx import (Backend, ExportError, _temp_beside, converting, describe,
+                                     export_with_checks, sidecar_path)
 from xtinyhar.io import quiet_output, write_json
 
 
@@ -40,11 +40,9 @@ def export_tflite(model: torch.nn.Module, out: str | Path, metadata: dict) -> Pa
     import litert_torch
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(1, metadata["window"], metadata["channels"])
     example[..., 2] = 1.0                         # a still wrist: gravity on z
-    tmp = _temp_beside(out, ".tflite")
-    try:
+    with converting(out, "TFLite conversion") as tmp:
         for name in ("litert_torch", "absl", "jax"):
             logging.getLogger(name).setLevel(logging.ERROR)
         with warnings.catch_warnings(), quiet_output():   # the converter's progress report
@@ -52,12 +50,6 @@ def export_tflite(model: torch.nn.Module, out: str | Path, metadata: dict) -> Pa
             litert_torch.convert(model.eval(), (example,)).export(str(tmp))
         write_json(sidecar_path(out), metadata)
         os.replace(tmp, out)
-    except ExportError:
-        raise
-    except Exception as exc:
-        raise ExportError(f"{out}: TFLite conversion failed ({describe(exc)})") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 
