@@ -102,3 +102,37 @@ def test_round_trip_through_dict_and_cache_hash():
     # training keys and the data location do not change what prepare writes
     same = load_config(CONFIGS / "utd_mhad.yaml", {"train.epochs": 99, "data.root": "/x"})
     assert cache_hash(same) == cache_hash(cfg)
+
+
+def test_teacher_tokenizer_keys_default_to_the_student_and_can_differ():
+    """model.teacher.{p_default,stem_channels,stem_layers}: None follows the student; set,
+    the teacher keeps its own while the student's changes, and the IMU token grid (what
+    attention transfer and the similarity compare) stays the same."""
+    import torch
+
+    from xtinyhar.models.student import InertialTransformer
+    from xtinyhar.models.teacher import STConvTeacher
+    from xtinyhar.train.tasks import student_config, teacher_config
+
+    same = load_config(CONFIGS / "utd_mhad.yaml")
+    t = teacher_config(same, n_classes=4, joints=20)
+    s = same.model.student
+    assert (t.p_default, t.stem_channels, t.stem_layers) == (s.p_default, s.stem_channels, s.stem_layers)
+
+    own = load_config(CONFIGS / "utd_mhad.yaml", {
+        "model.student.p_default": 10, "model.student.stem_channels": 8,
+        "model.teacher.p_default": 20, "model.teacher.stem_channels": 16, "model.teacher.stem_layers": 3})
+    t, st = teacher_config(own, n_classes=4, joints=20), student_config(own, n_classes=4)
+    assert (t.p_default, t.stem_channels, t.stem_layers) == (20, 16, 3)
+    assert (st.p_default, st.stem_channels, st.stem_layers) == (10, 8, 2)
+    torch.manual_seed(0)
+    teacher, student = STConvTeacher(t).eval(), InertialTransformer(st).eval()
+    imu = torch.randn(2, own.data.window, 6)
+    skeleton = torch.randn(2, t.skeleton_frames, 20, 3)
+    _, teacher_mask, teacher_centre = teacher.imu(imu)
+    _, student_mask, student_centre = student.tokenizer(imu)
+    assert torch.equal(teacher_mask, student_mask) and torch.equal(teacher_centre, student_centre)
+    assert teacher(imu, skeleton).shape == (2, 4)
+
+    with pytest.raises(ConfigError, match="model.teacher.p_default"):
+        load_config(CONFIGS / "utd_mhad.yaml", {"model.teacher.p_default": 1000})

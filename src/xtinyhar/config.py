@@ -125,6 +125,13 @@ class TeacherConfig:
     mlp_ratio: float = field(default=2.0, metadata=_range(0, lo_open=True))
     dropout: float = field(default=0.1, metadata=_range(0, 0.9))
     skeleton_tokens: int = field(default=10, metadata=_range(1))
+    # The teacher's IMU tokenizer. None: the student's value, so both tokenise alike. The
+    # token spans (and so attention transfer) depend only on preproc.dynamic_patch, so a
+    # student may use a cheaper tokenizer (fewer points per token, a narrower stem) than
+    # its teacher without changing which parts of the window its tokens cover.
+    p_default: int | None = field(default=None, metadata=_range(1))
+    stem_channels: int | None = field(default=None, metadata=_range(0))
+    stem_layers: int | None = field(default=None, metadata=_range(1))
 
 
 @dataclass
@@ -267,6 +274,8 @@ def _validate(cfg: Config) -> None:
     if s.p_default > d.window:
         raise ConfigError(f"model.student.p_default ({s.p_default}) must be <= data.window ({d.window})")
     t = cfg.model.teacher
+    if t.p_default is not None and t.p_default > d.window:
+        raise ConfigError(f"model.teacher.p_default ({t.p_default}) must be <= data.window ({d.window})")
     for name, dim, heads in (("student", s.D, s.heads), ("teacher", t.D, t.heads)):
         if dim % heads:
             raise ConfigError(f"model.{name}.D ({dim}) must be divisible by model.{name}.heads ({heads})")

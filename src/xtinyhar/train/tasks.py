@@ -110,18 +110,25 @@ def build_student(cfg: Config, n_classes: int) -> torch.nn.Module:
                                          imu_hz=cfg.preproc.resample_hz, dropout=s.dropout))
 
 
+def _own_or_student(teacher_value, student_value):
+    return student_value if teacher_value is None else teacher_value
+
+
 def teacher_config(cfg: Config, n_classes: int, joints: int) -> TeacherModelConfig:
+    """The teacher's model config; its IMU tokenizer keys default to the student's."""
     s, t, dp = cfg.model.student, cfg.model.teacher, cfg.preproc.dynamic_patch
     return TeacherModelConfig(
         n_classes=n_classes, window=cfg.data.window, channels=cfg.data.imu_channels,
         imu_hz=cfg.preproc.resample_hz,
         skeleton_frames=int(round(cfg.data.window * cfg.preproc.skeleton_hz / cfg.preproc.resample_hz)),
         joints=joints, hip_joint=HIP_JOINT[cfg.data.dataset], dim=t.D, depth=t.L, heads=t.heads,
-        mlp_ratio=t.mlp_ratio, skeleton_tokens=t.skeleton_tokens, p_default=s.p_default,
+        mlp_ratio=t.mlp_ratio, skeleton_tokens=t.skeleton_tokens,
+        p_default=_own_or_student(t.p_default, s.p_default),
         p_min=dp.p_min, p_max=dp.p_max, tau_low=dp.tau_low, tau_high=dp.tau_high,
-        dynamic_patching=dp.enabled, stem_channels=s.stem_channels, stem_layers=s.stem_layers,
-        pos_embedding=s.pos_embedding,
-        dropout=t.dropout)
+        dynamic_patching=dp.enabled,
+        stem_channels=_own_or_student(t.stem_channels, s.stem_channels),
+        stem_layers=_own_or_student(t.stem_layers, s.stem_layers),
+        pos_embedding=s.pos_embedding, dropout=t.dropout)
 
 
 def teacher_forward(model, batch):
