@@ -103,6 +103,7 @@ def main() -> int:
         rows.append({
             "model": name, "trial_acc": summary["student_trial"]["accuracy"]["mean"],
             "int8_trial_acc": reports["int8"]["accuracy"]["trial"],
+            "fp32_trial_acc": reports["fp32"]["accuracy"]["trial"],
             "params": count_parameters(model),
             "fp32_kb": reports["fp32"]["bytes"] / 1024, "int8_kb": reports["int8"]["bytes"] / 1024,
             "mflops": count_flops(model, torch.from_numpy(window)) / 1e6,
@@ -131,7 +132,7 @@ def main() -> int:
             window = cache.imu[held_out[:1]]
         summary = json.loads((mr_run / "summary.json").read_text())
         rows.append({"model": name, "trial_acc": summary["student_trial"]["accuracy"]["mean"],
-                     "int8_trial_acc": None, "params": None, "fp32_kb": None, "int8_kb": None,
+                     "int8_trial_acc": None, "fp32_trial_acc": None, "params": None, "fp32_kb": None, "int8_kb": None,
                      "mflops": None, "torch_ms": None,
                      "ort_ms": measure_latency(lambda: model.scores(window), warmup=20,
                                                runs=min(args.latency_runs, 300), threads=1),
@@ -156,8 +157,37 @@ def main() -> int:
               f"{num(r['mflops'], '.2f'):>7} {ms(r['torch_ms']):>13} {ms(r['ort_ms']):>13} "
               f"{ms(r['ort_int8_ms']):>13} {ms(r['tflite_ms']):>13} {num(ratio, '.2f'):>9}")
     print("MiniRocket's 'ORT ms' column is its transform + ridge in numpy/numba (no ONNX graph).")
+    if student:
+        print()
+        print(targets_table(student, rows))
     write_json(out / "bench_edge.json", rows)
     return 0
+
+
+def targets_table(student: dict, rows: list[dict]) -> str:
+    """Issue 4's targets, each with the number measured in this run and whether it is met."""
+    ort, eager = student["ort_ms"]["median_ms"], student["torch_ms"]["median_ms"]
+    lines = [("student ONNX fp32 median latency (ms), raw window in", f"{ort:.3f}", "<= 0.08", ort <= 0.08),
+             ("ONNX Runtime speed-up over PyTorch eager (student)", f"{eager / ort:.2f}x", ">= 4x",
+              eager / ort >= 4),
+             ("student int8 ONNX file (MB = 10^6 bytes)", f"{student['int8_kb'] * 1024 / 1e6:.3f}",
+              "<= 0.30", student["int8_kb"] * 1024 <= 0.30e6)]
+    drop = student["fp32_trial_acc"] - student["int8_trial_acc"]
+    lines.append(("student int8 trial accuracy change vs fp32 (points)", f"{-100 * drop:+.1f}",
+                  "within 1", abs(drop) <= 0.01))
+    for r in rows:
+        if r is student:
+            continue
+        faster = r["ort_ms"]["median_ms"] > ort
+        as_good = student["trial_acc"] >= r["trial_acc"]
+        lines.append((f"student vs {r['model']}: faster / at least as accurate",
+                      f"{'yes' if faster else 'no'} / {'yes' if as_good else 'no'}", "yes / yes",
+                      faster and as_good))
+    width = max(len(what) for what, *_ in lines)
+    out = [f"{'target':<{width}}  {'measured':>10}  {'target':>9}  met", "-" * (width + 30)]
+    out += [f"{what:<{width}}  {value:>10}  {goal:>9}  {'MET' if ok else 'MISSED'}"
+            for what, value, goal, ok in lines]
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

@@ -323,6 +323,17 @@ def cmd_stream(args: argparse.Namespace) -> int:
         imu = read_inertial(path)
     else:
         imu = read_imu_csv(path, model.channels)
+
+    def show(prefix: str, label: str, probs) -> None:
+        top = np.argsort(probs)[::-1][:3]
+        ranked = ", ".join(f"{model.class_names[k]} {probs[k]:.2f}" for k in top)
+        print(f"{prefix}  {label:<24} ({ranked})")
+
+    if model.segmentation == "trial":   # trained on whole trials: one prediction per recording
+        print(f"{path.name}: {len(imu)} samples at {model.imu_hz:g} Hz; the model classifies whole "
+              f"trials (stretched onto {model.window} samples), so the recording is one trial")
+        show("whole trial", *model.predict_trial(imu, str(path)))
+        return 0
     if len(imu) < model.window:
         if not args.pad:
             raise XTinyHARError(f"{path}: {len(imu)} samples, fewer than the model's window of "
@@ -337,9 +348,9 @@ def cmd_stream(args: argparse.Namespace) -> int:
           f"stride {stream.stride}")
     for start in range(0, len(imu), args.chunk):          # samples arrive in small chunks
         for event in stream.push(imu[start:start + args.chunk], str(path)):
-            top = np.argsort(event.probs)[::-1][:3]
-            ranked = ", ".join(f"{model.class_names[k]} {event.probs[k]:.2f}" for k in top)
-            print(f"t={event.time_s:6.2f} s  {event.label:<24} ({ranked})")
+            show(f"t={event.time_s:6.2f} s", event.label, event.probs)
+    if args.stride is None:   # the windows evaluation pools: this recording as one trial
+        show("whole trial (mean of its windows)", *model.predict_trial(imu, str(path)))
     return 0
 
 

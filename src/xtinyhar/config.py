@@ -59,6 +59,10 @@ class DataConfig:
     window: int = field(default=100, metadata=_range(2))
     stride: int = field(default=50, metadata=_range(1))
     imu_channels: int = field(default=6, metadata=_range(1))
+    # sliding: windows of `window` samples every `stride` (a device classifies a stream);
+    # trial: one window per trial, the whole trial resampled onto `window` samples (a device
+    # classifies a segmented recording; `stride` is unused)
+    segmentation: str = field(default="sliding", metadata=_range(choices=("sliding", "trial")))
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     mm_fit: MMFitConfig = field(default_factory=MMFitConfig)
 
@@ -368,6 +372,8 @@ def cache_hash(cfg: Config) -> str:
     """
     data = dataclasses.asdict(cfg.data)
     data.pop("root")
+    if data["segmentation"] == "sliding":
+        data.pop("segmentation")   # caches built before the key existed stay valid
     preproc = dataclasses.asdict(cfg.preproc)
     preproc.pop("augment")  # applied at training time, not stored in the cache
     payload = {"format": 1, "data": data, "preproc": preproc,

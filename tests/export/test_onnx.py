@@ -65,6 +65,7 @@ def test_metadata_inside_the_file_and_beside_it(student):
     inside = {p.key: p.value for p in onnx.load(str(student["onnx"])).metadata_props}
     assert json.loads(inside[METADATA_KEY])["class_names"] == meta["class_names"]
     assert meta["window"] == 100 and meta["channels"] == 6 and meta["imu_hz"] == 50
+    assert meta["stride"] == 50 and meta["segmentation"] == "sliding"
     assert meta["train_subjects"] == [1, 3, 5, 7] and len(meta["class_names"]) == 27
     assert meta["evaluation"]["parity_max_abs"] < 1e-4
     # without the JSON the runtime reads the copy inside the ONNX file
@@ -156,6 +157,8 @@ def test_export_and_stream_commands(student, utd_root, utd_trials, tmp_path, cap
     assert main(["stream", "--model", str(out), "--input", str(csv), "--stride", "20"]) == 0
     lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("t=")]
     assert len(lines) == (len(long_trial.imu) - 100) // 20 + 1
+    assert main(["stream", "--model", str(out), "--input", str(csv)]) == 0   # training's stride
+    assert "whole trial (mean of its windows)" in capsys.readouterr().out
     short = tmp_path / "short.csv"
     np.savetxt(short, long_trial.imu[:50], delimiter=",")
     assert main(["stream", "--model", str(out), "--input", str(short)]) == 2
@@ -165,6 +168,60 @@ def test_export_and_stream_commands(student, utd_root, utd_trials, tmp_path, cap
     assert main(["export", "--model", str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
 
+
+
+def test_predict_trial_pools_the_windows_that_evaluation_uses(student, utd_config, utd_trials):
+    """A sliding model's trial prediction is the mean of the probabilities of exactly the
+    windows the cache cuts from that trial (same starts, same padding of short trials)."""
+    from xtinyhar.preprocess.windows import make_windows
+
+    model = HarModel(student["onnx"])
+    assert model.segmentation == "sliding"
+    trials, _ = utd_trials
+    long = next(t for t in trials if len(t.imu) > 180).imu
+    for imu in (long, long[:70]):                   # several windows; one padded window
+        windows = make_windows([imu], None, [0], [0], window=model.window, stride=model.stride).imu
+        assert len(windows) == (3 if len(imu) > 180 else 1)
+        np.testing.assert_allclose(model.trial_windows(imu), windows, atol=1e-6)
+        label, probs = model.predict_trial(imu)
+        np.testing.assert_allclose(probs, model.predict_proba(windows).mean(0), atol=1e-6)
+        assert label == model.class_names[int(probs.argmax())]
+    with pytest.raises(DataError, match="a trial needs at least 2"):
+        model.predict_trial(np.zeros((1, 6)))
+    with pytest.raises(DataError, match=r"expected a \(samples, 6\) trial"):
+        model.predict_trial(np.zeros((50, 5)))
+    with pytest.raises(DataError, match="NaN"):
+        model.predict_trial(np.full((50, 6), np.nan))
+
+
+def test_a_trial_model_stretches_the_trial_and_refuses_streams(student, utd_trials, tmp_path, capsys):
+    """Metadata ``segmentation: trial``: the whole trial is stretched onto the window (as
+    ``preprocess.windows.trial_windows`` does in training), streaming is refused."""
+    import shutil
+
+    from xtinyhar.preprocess.resample import align_to_length
+
+    path = tmp_path / "trial.onnx"
+    shutil.copy(student["onnx"], path)
+    meta = json.loads(student["onnx"].with_suffix(".json").read_text())
+    (tmp_path / "trial.json").write_text(json.dumps({**meta, "segmentation": "trial"}))
+    model = HarModel(path)
+    assert model.segmentation == "trial"
+    trials, _ = utd_trials
+    imu = next(t for t in trials if len(t.imu) > 180).imu
+    stretched = align_to_length(imu.astype(np.float64), model.window)
+    np.testing.assert_allclose(model.trial_windows(imu)[0], stretched, atol=1e-5)
+    label, probs = model.predict_trial(imu)
+    np.testing.assert_allclose(probs, model.predict_proba(stretched.astype(np.float32))[0], atol=1e-6)
+    with pytest.raises(DataError, match="trained on whole trials"):
+        Streamer(model)
+    csv = tmp_path / "rec.csv"
+    np.savetxt(csv, imu, delimiter=",")
+    assert main(["stream", "--model", str(path), "--input", str(csv)]) == 0
+    assert f"whole trial  {label}" in capsys.readouterr().out
+    (tmp_path / "trial.json").write_text(json.dumps({**meta, "segmentation": "chunks"}))
+    with pytest.raises(DataError, match="unknown segmentation 'chunks'"):
+        HarModel(path)
 
 # ----------------------------------------------------------------------------- TFLite
 
@@ -216,7 +273,7 @@ def test_export_command_tflite(tflite, student, tmp_path, capsys):
 class _FakeModel:
     """Stands in for HarModel in Streamer tests: 'predicts' the window's first sample index."""
     channels, window, imu_hz, stride = 1, 4, 50.0, 2
-    class_names = ["x"]
+    class_names, segmentation = ["x"], "sliding"
 
     def predict(self, window, source="input"):
         return "x", np.asarray(window)[:, 0].copy()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from xtinyhar.preprocess.resample import resample_trial
-from xtinyhar.preprocess.windows import make_windows, pad_end, window_starts
+from xtinyhar.preprocess.windows import make_windows, pad_end, trial_windows, window_starts
 
 W, STRIDE = 100, 50
 IMU_HZ, SKEL_HZ = 50.0, 25.0
@@ -152,3 +152,48 @@ def test_make_windows_skeleton_ratio_one():
     skel = np.broadcast_to(imu[:, :1, None], (180, 1, 3)).copy()     # same time base
     out = make_windows([imu], [skel], [0], [0], window=W, stride=STRIDE, skeleton_ratio=1.0)
     np.testing.assert_array_equal(out.skeleton[:, :, 0, 0], out.imu[:, :, 0])
+
+
+# ----------------------------------------------------------------------------- trial_windows
+
+def test_trial_windows_stretch_each_whole_trial_onto_one_window():
+    """One window per trial, first and last samples kept, time evenly stretched; the
+    skeleton covers the same span; every sample counts as real."""
+    lengths = [251, 61, 101]   # (n - 1) * ratio whole: last skeleton frame at the last IMU sample
+    imus = [_time_trial(n) for n in lengths]
+    skeletons = [_time_skeleton(round((n - 1) * SKEL_HZ / IMU_HZ) + 1) for n in lengths]
+    w = trial_windows(imus, skeletons, [0, 1, 2], [7, 7, 8], window=100,
+                      skeleton_ratio=SKEL_HZ / IMU_HZ)
+    assert w.imu.shape == (3, 100, 6) and w.skeleton.shape == (3, 50, 3, 3)
+    np.testing.assert_array_equal(w.trial_index, [0, 1, 2])
+    np.testing.assert_array_equal(w.subject, [7, 7, 8])
+    np.testing.assert_array_equal(w.n_valid, [100, 100, 100])
+    np.testing.assert_array_equal(w.start, [0, 0, 0])
+    for i, n in enumerate(lengths):
+        expected = np.linspace(0.0, (n - 1) / IMU_HZ, 100)
+        np.testing.assert_allclose(w.imu[i, :, 0], expected, atol=1e-5)
+        # skeleton frame times span the same first..last instant as the IMU window
+        np.testing.assert_allclose(w.skeleton[i, [0, -1], 0, 0], expected[[0, -1]], atol=1e-4)
+    assert trial_windows(imus, None, [0, 1, 2], [1, 1, 1], window=100).skeleton is None
+
+
+def test_trial_segmentation_in_the_cache_and_its_hash():
+    """data.segmentation trial: one window per trial in the cache; the default keeps the
+    cache hash it had before the key existed."""
+    from xtinyhar.config import cache_hash, load_config
+    from xtinyhar.data import load_dataset
+    from xtinyhar.preprocess.tokens import build_token_cache
+
+    from conftest import CONFIGS
+
+    sliding = load_config(CONFIGS / "synthetic.yaml")
+    trial = load_config(CONFIGS / "synthetic.yaml", {"data.segmentation": "trial"})
+    assert cache_hash(sliding) != cache_hash(trial)
+    assert cache_hash(sliding) == cache_hash(load_config(CONFIGS / "synthetic.yaml",
+                                                         {"data.segmentation": "sliding"}))
+    report = load_dataset(trial)
+    trials = report.trials
+    cache = build_token_cache(trial, trials, report.class_names)
+    assert len(cache.label) == len(trials) == len(cache.trial_id)
+    np.testing.assert_array_equal(cache.trial_index, np.arange(len(trials)))
+    assert cache.meta["segmentation"] == "trial"

@@ -6,6 +6,7 @@ A Raspberry Pi script needs nothing else (no torch, no scipy); for ``.tflite`` f
     from xtinyhar.export.runtime import HarModel, Streamer
     model = HarModel("exports/xtinyhar_student.onnx")
     label, probs = model.predict(window)          # window: (W, 6) acc in g, gyro in deg/s
+    label, probs = model.predict_trial(recording) # a whole segmented trial (T, 6), any T
     stream = Streamer(model)                      # emits a prediction every stride samples
     for event in stream.push(samples):            # samples: (n, 6) as they arrive
         print(event.time_s, event.label)
@@ -97,6 +98,11 @@ class HarModel:
         self.channels: int = int(self.metadata["channels"])
         self.imu_hz: float = float(self.metadata["imu_hz"])
         self.stride: int = int(self.metadata["stride"])
+        # sliding: trained on windows cut from a stream; trial: on whole trials stretched
+        # onto one window (exports made before the key existed are sliding)
+        self.segmentation: str = str(self.metadata.get("segmentation", "sliding"))
+        if self.segmentation not in ("sliding", "trial"):
+            raise DataError(f"{self.path}: unknown segmentation {self.segmentation!r} in metadata")
 
     def check(self, imu: np.ndarray, source: str = "input") -> np.ndarray:
         """(W, C) or (B, W, C) -> float32 (B, W, C), or a one-line error saying what is wrong."""
@@ -141,6 +147,45 @@ class HarModel:
         probs = self.predict_proba(window, source)[0]
         return self.class_names[int(probs.argmax())], probs
 
+    def trial_windows(self, imu: np.ndarray, source: str = "input") -> np.ndarray:
+        """A whole recorded trial (T, C) -> the (B, W, C) windows the model saw in training:
+        a ``trial`` model gets the trial linearly stretched onto its window; a ``sliding``
+        model gets windows every ``stride`` samples plus one ending at the last sample, a
+        trial shorter than a window padded by repeating its last sample (the rules of
+        ``xtinyhar.preprocess.windows``, restated here in numpy only)."""
+        imu = np.asarray(imu)
+        if imu.ndim != 2 or imu.shape[1] != self.channels:
+            raise DataError(f"{source}: expected a (samples, {self.channels}) trial, got shape {imu.shape}")
+        if len(imu) < 2:
+            raise DataError(f"{source}: {len(imu)} sample(s); a trial needs at least 2")
+        if not np.issubdtype(imu.dtype, np.number) or not np.isfinite(imu).all():
+            raise DataError(f"{source}: NaN, infinite or non-numeric value(s) in the trial")
+        imu = imu.astype(np.float64)
+        if self.segmentation == "trial":
+            return stretch(imu, self.window)[None].astype(np.float32)
+        if len(imu) < self.window:
+            imu = np.concatenate([imu, np.repeat(imu[-1:], self.window - len(imu), axis=0)])
+        starts = list(range(0, len(imu) - self.window + 1, self.stride))
+        if starts[-1] + self.window < len(imu):
+            starts.append(len(imu) - self.window)
+        return np.stack([imu[s:s + self.window] for s in starts]).astype(np.float32)
+
+    def predict_trial(self, imu: np.ndarray, source: str = "input") -> tuple[str, np.ndarray]:
+        """A whole segmented trial (T, C) -> (label, probabilities (K,)), as evaluation makes
+        a trial's prediction: the mean of its windows' probabilities."""
+        probs = self.predict_proba(self.trial_windows(imu, source), source).mean(axis=0)
+        return self.class_names[int(probs.argmax())], probs
+
+
+def stretch(series: np.ndarray, length: int) -> np.ndarray:
+    """(T, C) -> (length, C): linear interpolation onto ``length`` evenly spaced points from
+    the first sample to the last (``preprocess.resample.align_to_length`` in numpy only)."""
+    positions = np.linspace(0.0, len(series) - 1.0, length)
+    left = np.clip(np.floor(positions).astype(np.int64), 0, max(len(series) - 2, 0))
+    right = np.minimum(left + 1, len(series) - 1)
+    weight = (positions - left)[:, None]
+    return series[left] * (1.0 - weight) + series[right] * weight
+
 
 @dataclass
 class Prediction:
@@ -158,6 +203,9 @@ class Streamer:
     equals ``predict`` on those windows."""
 
     def __init__(self, model: HarModel, stride: int | None = None):
+        if model.segmentation == "trial":
+            raise DataError(f"{model.path}: trained on whole trials (segmentation: trial), so it "
+                            "cannot classify a stream; use predict_trial on a segmented recording")
         self.model = model
         self.stride = int(model.stride if stride is None else stride)
         if self.stride < 1:

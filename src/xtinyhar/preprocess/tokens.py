@@ -24,7 +24,7 @@ from xtinyhar.io import atomic_write
 from xtinyhar.preprocess.patching import (fixed_patch_lengths, gather_tokens, max_tokens,
                                           motion_energy, patch_lengths, token_positions)
 from xtinyhar.preprocess.resample import resample_trial
-from xtinyhar.preprocess.windows import make_windows
+from xtinyhar.preprocess.windows import make_windows, trial_windows
 
 
 @dataclass
@@ -79,10 +79,14 @@ def build_token_cache(cfg: Config, trials: list[Trial], class_names: list[str]) 
                                    lowpass_hz=pre.lowpass_hz)
         imus.append(imu)
         skeletons.append(skel)
-    windows = make_windows(imus, skeletons if with_skeleton else None,
-                           [t.label for t in trials], [t.subject for t in trials],
-                           window=cfg.data.window, stride=cfg.data.stride,
-                           skeleton_ratio=pre.skeleton_hz / pre.resample_hz)
+    labels, subjects = [t.label for t in trials], [t.subject for t in trials]
+    ratio = pre.skeleton_hz / pre.resample_hz
+    if cfg.data.segmentation == "trial":
+        windows = trial_windows(imus, skeletons if with_skeleton else None, labels, subjects,
+                                window=cfg.data.window, skeleton_ratio=ratio)
+    else:
+        windows = make_windows(imus, skeletons if with_skeleton else None, labels, subjects,
+                               window=cfg.data.window, stride=cfg.data.stride, skeleton_ratio=ratio)
     energy = motion_energy(windows.imu, pre.resample_hz, windows.n_valid)
     if dp.enabled:
         lengths = patch_lengths(energy, p_min=dp.p_min, p_max=dp.p_max,
@@ -97,7 +101,8 @@ def build_token_cache(cfg: Config, trials: list[Trial], class_names: list[str]) 
     meta = {
         "config_hash": cache_hash(cfg), "dataset": cfg.data.dataset, "version": __version__,
         "imu_hz": pre.resample_hz, "skeleton_hz": pre.skeleton_hz if with_skeleton else None,
-        "window": cfg.data.window, "stride": cfg.data.stride, "class_names": list(class_names),
+        "window": cfg.data.window, "stride": cfg.data.stride, "segmentation": cfg.data.segmentation,
+        "class_names": list(class_names),
         "channels": ["acc_x_g", "acc_y_g", "acc_z_g", "gyro_x_dps", "gyro_y_dps", "gyro_z_dps"],
     }
     return TokenCache(

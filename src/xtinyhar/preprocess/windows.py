@@ -6,6 +6,10 @@ Rule for where windows start (tested in tests/preprocess/test_windows.py):
   every sample is covered;
 - a trial shorter than W gets exactly one window, padded at the end by repeating its last
   sample; ``n_valid`` records how many samples are real.
+
+``trial_windows`` is the other segmentation (``data.segmentation: trial``): one window per
+trial, the whole trial stretched onto W samples (and its skeleton onto W * ratio frames),
+for data that comes already segmented into one action per recording, as UTD-MHAD does.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from xtinyhar.preprocess.resample import align_to_length
 
 
 def window_starts(n_samples: int, window: int, stride: int) -> np.ndarray:
@@ -80,3 +86,22 @@ def make_windows(imus: list[np.ndarray], skeletons: list[np.ndarray] | None,
         label=np.concatenate(parts["label"]), subject=np.concatenate(parts["subject"]),
         trial_index=np.concatenate(parts["trial"]), start=np.concatenate(parts["start"]),
         n_valid=np.concatenate(parts["valid"]))
+
+
+def trial_windows(imus: list[np.ndarray], skeletons: list[np.ndarray] | None,
+                  labels: list[int], subjects: list[int], *, window: int,
+                  skeleton_ratio: float = 1.0) -> Windows:
+    """One window per trial: the whole trial linearly resampled onto ``window`` samples
+    (its skeleton onto ``window * skeleton_ratio`` frames over the same span). Every sample
+    of a window is real (``n_valid`` = ``window``, ``start`` = 0). Removes the padding and
+    the cut-off that sliding windows give trials shorter or longer than a window, and
+    normalises each action's duration."""
+    skel_window = int(round(window * skeleton_ratio))
+    n = len(imus)
+    return Windows(
+        imu=np.stack([align_to_length(imu, window) for imu in imus]).astype(np.float32),
+        skeleton=(np.stack([align_to_length(s, skel_window) for s in skeletons]).astype(np.float32)
+                  if skeletons is not None else None),
+        label=np.asarray(labels, dtype=np.int64), subject=np.asarray(subjects, dtype=np.int64),
+        trial_index=np.arange(n, dtype=np.int64), start=np.zeros(n, dtype=np.int64),
+        n_valid=np.full(n, window, dtype=np.int64))
