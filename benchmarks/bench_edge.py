@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
-from xtinyhar.config import config_from_dict
+from xtinyhar.config import cache_hash, config_from_dict
 from xtinyhar.data import load_dataset
 from xtinyhar.evaluate.profile import count_flops, count_parameters, measure_latency
 from xtinyhar.export.to_onnx import export_checkpoint, onnx_session
@@ -85,7 +86,16 @@ def main() -> int:
 
     entries = [("student (KD)", runs / "standard_seed42")]
     entries += [(arch, runs / f"baseline_{arch}") for arch in BASELINES]
-    cache = None
+    caches: dict[str, object] = {}   # one token cache per preprocessing config (cache hash)
+
+    def cache_for(config: dict):
+        cfg = config_from_dict(config)
+        key = cache_hash(cfg)
+        if key not in caches:
+            report = load_dataset(cfg)
+            caches[key] = build_token_cache(cfg, report.trials, report.class_names)
+        return caches[key]
+
     rows = []
     for name, run in entries:
         ckpt = run / "folds" / "0" / "student.pt"
@@ -93,10 +103,7 @@ def main() -> int:
             print(f"skip {name}: {ckpt} not found", file=sys.stderr)
             continue
         model, payload = load_model(ckpt, "student")
-        if cache is None:
-            cfg = config_from_dict(payload["config"])
-            report = load_dataset(cfg)
-            cache = build_token_cache(cfg, report.trials, report.class_names)
+        cache = cache_for(payload["config"])   # the windows this model was trained on
         reports = export_checkpoint(model, payload, cache, out / f"{name.split()[0]}.onnx", int8=True)
         summary = json.loads((run / "summary.json").read_text())
         window = np.ascontiguousarray(cache.imu[np.flatnonzero(~np.isin(cache.subject, payload["train_subjects"]))[:1]])
@@ -116,10 +123,11 @@ def main() -> int:
     for name, run_name in (("minirocket + ridge", "baseline_minirocket"),
                            ("minirocket (trial)", "baseline_minirocket_trial_seed42")):
         mr_run = runs / run_name
-        if not (mr_run / "summary.json").exists() or cache is None:
+        if not (mr_run / "summary.json").exists():
             continue
         from xtinyhar.evaluate.minirocket import fit_minirocket, trial_series
 
+        cache = cache_for(yaml.safe_load((mr_run / "config.yaml").read_text())["config"])
         metrics = json.loads((mr_run / "folds" / "0" / "metrics.json").read_text())
         train = np.flatnonzero(np.isin(cache.subject, metrics["train_subjects"]))
         held_out = np.flatnonzero(~np.isin(cache.subject, metrics["train_subjects"]))
@@ -132,7 +140,8 @@ def main() -> int:
             window = cache.imu[held_out[:1]]
         summary = json.loads((mr_run / "summary.json").read_text())
         rows.append({"model": name, "trial_acc": summary["student_trial"]["accuracy"]["mean"],
-                     "int8_trial_acc": None, "fp32_trial_acc": None, "params": None, "fp32_kb": None, "int8_kb": None,
+                     "int8_trial_acc": None, "fp32_trial_acc": None, "params": None,
+                     "fp32_kb": None, "int8_kb": None,
                      "mflops": None, "torch_ms": None,
                      "ort_ms": measure_latency(lambda: model.scores(window), warmup=20,
                                                runs=min(args.latency_runs, 300), threads=1),
