@@ -89,6 +89,8 @@ class AugmentConfig:
     scale: float = field(default=0.1, metadata=_range(0, 0.9))         # amplitude factor in 1 +- scale
     rotation_deg: float = field(default=10.0, metadata=_range(0, 180))  # max angle of a random 3-D rotation
     time_warp: float = field(default=0.1, metadata=_range(0, 0.5))     # max local speed change
+    crop: float = field(default=0.0, metadata=_range(0, 0.4))          # max fraction trimmed at each end,
+                                                                       # the rest stretched back onto the window
 
 
 @dataclass

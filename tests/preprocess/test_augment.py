@@ -175,3 +175,42 @@ def test_augment_only_enabled_transform_runs():
     out = augment(x, cfg, CHANNEL_STD, np.random.default_rng(8))
     np.testing.assert_allclose(out, rotate(x, 20.0, np.random.default_rng(8)), rtol=1e-5,
                                atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- crop
+
+def test_crop_trims_at_most_the_amount_and_stretches_back():
+    from xtinyhar.preprocess.augment import crop_spans, stretch_spans
+
+    rng = np.random.default_rng(0)
+    spans = crop_spans(500, 0.1, rng)
+    assert (spans[:, 0] >= 0).all() and (spans[:, 0] <= 0.1).all()
+    assert (spans[:, 1] >= 0.9).all() and (spans[:, 1] <= 1.0).all()
+    ramp = np.tile(np.linspace(0.0, 1.0, 101)[None, :, None], (3, 1, 6))   # value = time
+    np.testing.assert_allclose(stretch_spans(ramp, np.array([[0.0, 1.0]] * 3)), ramp, atol=1e-12)
+    cropped = stretch_spans(ramp, np.array([[0.1, 0.8]] * 3))
+    np.testing.assert_allclose(cropped[0, :, 0], np.linspace(0.1, 0.8, 101), atol=1e-12)
+    # off by default: the other transforms see the same random numbers as before the key
+    assert AugmentConfig().crop == 0.0
+
+
+def test_teacher_crop_keeps_imu_and_skeleton_aligned():
+    """The teacher's batches get one crop for both streams: time-coded IMU and skeleton
+    windows still agree on the time of each sample afterwards."""
+    from xtinyhar.config import load_config
+    from xtinyhar.train.tasks import make_augment
+
+    from conftest import CONFIGS
+
+    cfg = load_config(CONFIGS / "synthetic.yaml", {
+        "preproc.augment.crop": 0.2, "preproc.augment.time_warp": 0.0,
+        "preproc.augment.rotation_deg": 0.0, "preproc.augment.scale": 0.0, "preproc.augment.jitter": 0.0})
+    t_imu, t_skel = np.linspace(0, 3, 150), np.linspace(0, 3, 75)
+    batch = {"imu": np.tile(t_imu[None, :, None], (4, 1, 6)).astype(np.float32),
+             "skeleton": np.tile(t_skel[None, :, None, None], (4, 1, 20, 3)).astype(np.float32),
+             "label": np.zeros(4, dtype=np.int64)}
+    out = make_augment(cfg, np.ones(6))(batch, np.random.default_rng(1))
+    assert not np.allclose(out["imu"], batch["imu"])                       # it did crop
+    imu_time, skeleton_time = out["imu"][:, :, 0], out["skeleton"][:, :, 0, 0]
+    expected = np.linspace(imu_time[:, 0], imu_time[:, -1], 75, axis=1)   # same span, 75 frames
+    np.testing.assert_allclose(skeleton_time, expected, atol=1e-5)

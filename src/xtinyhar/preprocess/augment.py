@@ -65,10 +65,29 @@ def time_warp(windows: np.ndarray, strength: float, rng: np.random.Generator) ->
     return out
 
 
+def crop_spans(n: int, amount: float, rng: np.random.Generator) -> np.ndarray:
+    """(n, 2) spans [start, end] as fractions of a window: up to ``amount`` trimmed at each end."""
+    trim = rng.uniform(0.0, amount, (n, 2))
+    return np.stack([trim[:, 0], 1.0 - trim[:, 1]], axis=1)
+
+
+def stretch_spans(windows: np.ndarray, spans: np.ndarray) -> np.ndarray:
+    """Each (w, ...) window's span ``[start, end]`` (fractions) stretched back onto w
+    samples: the same crop applied to IMU and skeleton windows keeps them aligned."""
+    w = windows.shape[1]
+    out = np.empty(windows.shape, dtype=np.float64)
+    for i, (start, end) in enumerate(spans):
+        out[i] = interpolate(windows[i].astype(np.float64), np.linspace(start, end, w) * (w - 1))
+    return out
+
+
 def augment(windows: np.ndarray, cfg: AugmentConfig, channel_std: np.ndarray,
             rng: np.random.Generator) -> np.ndarray:
-    """Apply the transforms that ``cfg`` turns on, in the order warp, rotate, scale, jitter."""
+    """Apply the transforms that ``cfg`` turns on, in the order crop, warp, rotate, scale,
+    jitter."""
     out = windows.astype(np.float64)
+    if cfg.crop > 0:
+        out = stretch_spans(out, crop_spans(len(out), cfg.crop, rng))
     if cfg.time_warp > 0:
         out = time_warp(out, cfg.time_warp, rng)
     if cfg.rotation_deg > 0:

@@ -9,6 +9,7 @@ with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from xtinyhar.io import load_checkpoint, save_checkpoint
 from xtinyhar.models.baselines import BaselineConfig, build_baseline
 from xtinyhar.models.student import InertialTransformer, StudentModelConfig
 from xtinyhar.models.teacher import STConvTeacher, TeacherModelConfig, skeleton_features
-from xtinyhar.preprocess.augment import augment as augment_imu
+from xtinyhar.preprocess.augment import augment as augment_imu, crop_spans, stretch_spans
 from xtinyhar.preprocess.normalize import NormStats, fit_zscore
 from xtinyhar.preprocess.tokens import TokenCache
 from xtinyhar.train.kd import attention_transfer_loss, distillation_loss
@@ -72,7 +73,13 @@ def make_augment(cfg: Config, channel_std: np.ndarray):
 
     def apply(batch: Arrays, rng: np.random.Generator) -> Arrays:
         out = dict(batch)
-        out["imu"] = augment_imu(batch["imu"], aug, channel_std, rng)
+        imu_aug = aug
+        if "skeleton" in batch and aug.crop > 0:   # one crop for both streams keeps them aligned
+            spans = crop_spans(len(batch["imu"]), aug.crop, rng)
+            out["imu"] = stretch_spans(batch["imu"], spans).astype(np.float32)
+            out["skeleton"] = stretch_spans(batch["skeleton"], spans).astype(np.float32)
+            imu_aug = dataclasses.replace(aug, crop=0.0)
+        out["imu"] = augment_imu(out["imu"], imu_aug, channel_std, rng)
         if "skeleton" in batch and (aug.rotation_deg > 0 or aug.scale > 0):
             n = len(batch["skeleton"])
             angle = np.deg2rad(rng.uniform(-aug.rotation_deg, aug.rotation_deg, n))
@@ -80,7 +87,7 @@ def make_augment(cfg: Config, channel_std: np.ndarray):
             rot[:, 0, 0], rot[:, 0, 2], rot[:, 1, 1] = np.cos(angle), np.sin(angle), 1.0
             rot[:, 2, 0], rot[:, 2, 2] = -np.sin(angle), np.cos(angle)
             factor = rng.uniform(1 - aug.scale, 1 + aug.scale, (n, 1, 1, 1))
-            out["skeleton"] = (np.einsum("nij,ntkj->ntki", rot, batch["skeleton"]) * factor).astype(np.float32)
+            out["skeleton"] = (np.einsum("nij,ntkj->ntki", rot, out["skeleton"]) * factor).astype(np.float32)
         return out
 
     return apply
