@@ -197,3 +197,5 @@ def test_trial_segmentation_in_the_cache_and_its_hash():
     assert len(cache.label) == len(trials) == len(cache.trial_id)
     np.testing.assert_array_equal(cache.trial_index, np.arange(len(trials)))
     assert cache.meta["segmentation"] == "trial"
+    from xtinyhar.preprocess.tokens import summarize
+    assert f"{len(trials)}, one per trial" in summarize(cache)

@@ -156,11 +156,16 @@ def summarize(cache: TokenCache) -> str:
                      for p, c in zip(lengths, counts))
     per_class = np.bincount(cache.trial_label, minlength=len(cache.class_names))
     skel = "none" if cache.skeleton is None else f"{cache.skeleton.shape[1:]} at {cache.meta['skeleton_hz']} Hz"
+    if cache.meta.get("segmentation", "sliding") == "trial":
+        windows = (f"{len(cache)}, one per trial: each whole trial stretched onto "
+                   f"{cache.imu.shape[1]} samples")
+    else:
+        windows = (f"{len(cache)} of {cache.imu.shape[1]} samples at {cache.meta['imu_hz']} Hz, "
+                   f"stride {cache.meta['stride']}; {int((cache.n_valid < cache.imu.shape[1]).sum())} padded")
     return "\n".join([
         f"dataset     {cache.meta['dataset']} (config hash {cache.meta['config_hash']})",
         f"trials      {len(cache.trial_id)}",
-        f"windows     {len(cache)} of {cache.imu.shape[1]} samples at {cache.meta['imu_hz']} Hz, "
-        f"stride {cache.meta['stride']}; {int((cache.n_valid < cache.imu.shape[1]).sum())} padded",
+        f"windows     {windows}",
         f"skeleton    {skel}",
         f"classes     {len(cache.class_names)} (trials per class {per_class.min()}..{per_class.max()})",
         f"subjects    {len(np.unique(cache.trial_subject))}: "
