@@ -75,6 +75,10 @@ def test_override_by_dotted_key():
     ("preproc:\n  dynamic_patch:\n    tau_low: 0.3\n", "tau_low (0.3) must be < tau_high"),
     ("model:\n  student:\n    D: 130\n", "divisible by model.student.heads"),
     ("preproc:\n  dynamic_patch: 5\n", "preproc.dynamic_patch: expected a mapping"),
+    ("preproc:\n  dynamic_patch:\n    enabled: false\nmodel:\n  teacher:\n    p_default: 10\n",
+     "differs from model.student.p_default (20) with fixed patching"),
+    ("preproc:\n  augment:\n    crop: 0.1\ndistill:\n  views: 4\n", "cannot be combined"),
+    ("data:\n  segmentation: chunks\n", "data.segmentation: 'chunks' is not one of sliding, trial"),
     ("data:\n  window: [1\n", "not valid YAML"),
     ("- a\n- b\n", "mapping of sections"),
 ])

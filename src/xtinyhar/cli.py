@@ -150,6 +150,10 @@ def cmd_train_student(args: argparse.Namespace) -> int:
             raise XTinyHARError(f"{args.teacher}: trained on subjects {payload['train_subjects']}, "
                                 f"but this split trains on {list(split.train_subjects)}; a teacher "
                                 "must not have seen the student's validation or test subjects")
+        if payload.get("cache_hash") != cache.meta["config_hash"]:
+            raise XTinyHARError(f"{args.teacher}: trained on other windows (preprocessing config hash "
+                                f"{payload.get('cache_hash')}, this run's {cache.meta['config_hash']}); "
+                                "train the teacher with the student's data and preproc settings")
     workdir = _workdir(args.save)
     trained = fit_student(cfg, cache, split.train, split.val, teacher=teacher, workdir=workdir,
                           resume=args.resume)
@@ -307,7 +311,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
-    """Replay a recorded trial through the device runtime, one prediction per stride."""
+    """Replay a recorded trial through the device runtime: one prediction per stride, then
+    the whole-trial one (a whole-trial model: only the latter)."""
     import numpy as np
 
     from xtinyhar.export.runtime import HarModel, Streamer, read_imu_csv
@@ -323,6 +328,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
         imu = read_inertial(path)
     else:
         imu = read_imu_csv(path, model.channels)
+    if args.chunk < 1 or (args.stride is not None and args.stride < 1):
+        raise XTinyHARError("--chunk and --stride must be >= 1")
 
     def show(prefix: str, label: str, probs) -> None:
         top = np.argsort(probs)[::-1][:3]
@@ -330,6 +337,9 @@ def cmd_stream(args: argparse.Namespace) -> int:
         print(f"{prefix}  {label:<24} ({ranked})")
 
     if model.segmentation == "trial":   # trained on whole trials: one prediction per recording
+        if args.stride is not None or args.pad:
+            raise XTinyHARError(f"{args.model}: a whole-trial model (segmentation: trial) takes the "
+                                "recording as one trial; --stride and --pad do not apply")
         print(f"{path.name}: {len(imu)} samples at {model.imu_hz:g} Hz; the model classifies whole "
               f"trials (stretched onto {model.window} samples), so the recording is one trial")
         show("whole trial", *model.predict_trial(imu, str(path)))
@@ -341,8 +351,6 @@ def cmd_stream(args: argparse.Namespace) -> int:
                                 f"{model.imu_hz:g} Hz); --pad repeats the last sample as training does")
         imu = np.concatenate([imu, np.repeat(imu[-1:], model.window - len(imu), axis=0)])
         print(f"{path.name}: padded to {model.window} samples by repeating the last one")
-    if args.chunk < 1 or (args.stride is not None and args.stride < 1):
-        raise XTinyHARError("--chunk and --stride must be >= 1")
     stream = Streamer(model, args.stride)
     print(f"{path.name}: {len(imu)} samples at {model.imu_hz:g} Hz, window {model.window}, "
           f"stride {stream.stride}")
@@ -386,8 +394,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     labels = ("distilled student" if payload.get("distilled") else "student", "comparison")
     if args.teacher:
         teacher, t_payload = load_model(args.teacher, "teacher")
-        if sorted(t_payload["train_subjects"]) != sorted(payload["train_subjects"]):
-            raise XTinyHARError(f"{args.teacher}: trained on other subjects than {args.model}")
+        if (sorted(t_payload["train_subjects"]) != sorted(payload["train_subjects"])
+                or t_payload.get("cache_hash") != payload.get("cache_hash")):
+            raise XTinyHARError(f"{args.teacher}: trained on other subjects or windows than {args.model}")
     if args.max_windows < 1 or args.steps < 1:
         raise XTinyHARError("--max-windows and --steps must be >= 1")
     if args.compare:

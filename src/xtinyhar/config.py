@@ -131,10 +131,12 @@ class TeacherConfig:
     mlp_ratio: float = field(default=2.0, metadata=_range(0, lo_open=True))
     dropout: float = field(default=0.1, metadata=_range(0, 0.9))
     skeleton_tokens: int = field(default=10, metadata=_range(1))
-    # The teacher's IMU tokenizer. None: the student's value, so both tokenise alike. The
-    # token spans (and so attention transfer) depend only on preproc.dynamic_patch, so a
-    # student may use a cheaper tokenizer (fewer points per token, a narrower stem) than
-    # its teacher without changing which parts of the window its tokens cover.
+    # The teacher's IMU tokenizer. None: the student's value, so both tokenise alike. With
+    # dynamic patching the token spans (and so attention transfer and the attention
+    # similarity) depend only on preproc.dynamic_patch, so a student may use a cheaper
+    # tokenizer (fewer points per token, a narrower stem) than its teacher and still cover
+    # the same parts of the window; fixed patching cuts at p_default, so there the two
+    # p_default must agree (checked).
     p_default: int | None = field(default=None, metadata=_range(1))
     stem_channels: int | None = field(default=None, metadata=_range(0))
     stem_layers: int | None = field(default=None, metadata=_range(1))
@@ -282,6 +284,10 @@ def _validate(cfg: Config) -> None:
     t = cfg.model.teacher
     if t.p_default is not None and t.p_default > d.window:
         raise ConfigError(f"model.teacher.p_default ({t.p_default}) must be <= data.window ({d.window})")
+    if t.p_default not in (None, s.p_default) and not p.enabled:
+        raise ConfigError(f"model.teacher.p_default ({t.p_default}) differs from model.student.p_default "
+                          f"({s.p_default}) with fixed patching (preproc.dynamic_patch.enabled: false): "
+                          "their tokens would cover different spans; set both alike")
     for name, dim, heads in (("student", s.D, s.heads), ("teacher", t.D, t.heads)):
         if dim % heads:
             raise ConfigError(f"model.{name}.D ({dim}) must be divisible by model.{name}.heads ({heads})")
@@ -298,6 +304,10 @@ def _validate(cfg: Config) -> None:
     if cfg.distill.attention_weight > 0 and s.arch != "transformer":
         raise ConfigError(f"distill.attention_weight > 0 needs attention maps; model.student.arch "
                           f"{s.arch!r} has none (use transformer or set the weight to 0)")
+    if cfg.distill.views > 0 and cfg.preproc.augment.crop > 0:
+        raise ConfigError("distill.views > 0 and preproc.augment.crop > 0 cannot be combined: the "
+                          "teacher labels the views with a clean skeleton, which a crop would "
+                          "misalign with the cropped IMU; set one to 0")
     if cfg.distill.views > 0 and cfg.distill.attention_weight > 0:
         raise ConfigError("distill.views > 0 and distill.attention_weight > 0 cannot be combined: "
                           "attention transfer runs the teacher on each batch itself; set one to 0")

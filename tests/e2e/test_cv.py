@@ -130,6 +130,11 @@ def test_train_teacher_then_student_commands(tiny, capsys):
                  "--protocol", "kfold", "--fold", "0", "--teacher", str(folder / "t.pt"),
                  "--save", str(folder / "s0.pt")])
     assert code == 2 and "must not have seen" in capsys.readouterr().err
+    # ... and so is one trained on other windows (here: whole trials instead of sliding windows)
+    code = main(["train-student", "--config", str(tiny["config"]), "--protocol", "kfold", "--fold", "1",
+                 "--set", "data.segmentation=trial", "--teacher", str(folder / "t.pt"),
+                 "--save", str(folder / "s_trial.pt")])
+    assert code == 2 and "trained on other windows" in capsys.readouterr().err
     assert main(["profile", "--model", str(folder / "s.pt"), str(folder / "t.pt")]) == 0
     assert "MFLOPs" in capsys.readouterr().out
     assert main(["profile", "--model", str(folder / "s.pt"), str(folder / "t.pt"), "--latency",
@@ -238,3 +243,6 @@ def test_trial_segmentation_end_to_end(tiny, tmp_path):
     assert summary["student_trial"]["accuracy"]["mean"] > 3 * chance
     assert summary["teacher_trial"]["accuracy"]["mean"] > 3 * chance
     assert summary["student_trial"]["accuracy"]["mean"] == summary["student_window"]["accuracy"]["mean"]
+    from xtinyhar.export.to_onnx import export_metadata    # a device learns it from the export
+    _, payload = load_model(tmp_path / "run" / "folds" / "0" / "student.pt", "student")
+    assert export_metadata(payload, "onnx", "fp32")["segmentation"] == "trial"

@@ -219,6 +219,10 @@ def test_a_trial_model_stretches_the_trial_and_refuses_streams(student, utd_tria
     np.savetxt(csv, imu, delimiter=",")
     assert main(["stream", "--model", str(path), "--input", str(csv)]) == 0
     assert f"whole trial  {label}" in capsys.readouterr().out
+    assert main(["stream", "--model", str(path), "--input", str(csv), "--stride", "5"]) == 2
+    assert "--stride and --pad do not apply" in capsys.readouterr().err
+    assert main(["stream", "--model", str(path), "--input", str(csv), "--chunk", "0"]) == 2
+    assert "--chunk and --stride must be >= 1" in capsys.readouterr().err
     (tmp_path / "trial.json").write_text(json.dumps({**meta, "segmentation": "chunks"}))
     with pytest.raises(DataError, match="unknown segmentation 'chunks'"):
         HarModel(path)

@@ -190,8 +190,7 @@ def test_crop_trims_at_most_the_amount_and_stretches_back():
     np.testing.assert_allclose(stretch_spans(ramp, np.array([[0.0, 1.0]] * 3)), ramp, atol=1e-12)
     cropped = stretch_spans(ramp, np.array([[0.1, 0.8]] * 3))
     np.testing.assert_allclose(cropped[0, :, 0], np.linspace(0.1, 0.8, 101), atol=1e-12)
-    # off by default: the other transforms see the same random numbers as before the key
-    assert AugmentConfig().crop == 0.0
+    assert AugmentConfig().crop == 0.0                                      # off by default
 
 
 def test_teacher_crop_keeps_imu_and_skeleton_aligned():

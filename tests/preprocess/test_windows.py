@@ -189,8 +189,7 @@ def test_trial_segmentation_in_the_cache_and_its_hash():
     sliding = load_config(CONFIGS / "synthetic.yaml")
     trial = load_config(CONFIGS / "synthetic.yaml", {"data.segmentation": "trial"})
     assert cache_hash(sliding) != cache_hash(trial)
-    assert cache_hash(sliding) == cache_hash(load_config(CONFIGS / "synthetic.yaml",
-                                                         {"data.segmentation": "sliding"}))
+    assert cache_hash(sliding) == "96aa44f329527c17"   # its hash before the key existed
     report = load_dataset(trial)
     trials = report.trials
     cache = build_token_cache(trial, trials, report.class_names)

@@ -71,7 +71,11 @@ def _save_figure(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_ig(window: np.ndarray, attributions: np.ndarray, hz: float, title: str, path: Path) -> None:
+def plot_ig(window: np.ndarray, attributions: np.ndarray, hz: float, title: str, path: Path,
+            xlabel: str = "time in window (s)") -> None:
+    """IG heat map over channels and time above the window's acc and gyro signals. ``hz``
+    sets the time axis; a whole-trial window passes hz = its length - 1 and an x label saying
+    the axis is the fraction of the trial."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -91,7 +95,7 @@ def plot_ig(window: np.ndarray, attributions: np.ndarray, hz: float, title: str,
         axes[2].plot(t, window[:, 3 + c], label=CHANNELS[3 + c])
     axes[1].set_ylabel("acceleration (g)")
     axes[2].set_ylabel("angular rate (deg/s)")
-    axes[2].set_xlabel("time in window (s)")
+    axes[2].set_xlabel(xlabel)
     for ax in axes[1:]:
         ax.legend(loc="upper right", fontsize=7, ncol=3)
     _save_figure(fig, path)
@@ -162,7 +166,10 @@ def explain(student, payload: dict, cache, out: str | Path, *, teacher=None, com
                            payload.get("val_subjects", []), payload.get("test_subjects"))
     imu, labels = cache.imu[index], cache.label[index]
     names = cache.class_names
-    hz = float(student.cfg.imu_hz)
+    hz, xlabel = float(student.cfg.imu_hz), "time in window (s)"
+    if payload.get("config", {}).get("data", {}).get("segmentation") == "trial":
+        # a whole trial stretched onto the window: its axis is the fraction of the trial
+        hz, xlabel = float(imu.shape[1] - 1), "fraction of the trial (stretched onto the window)"
     mean = training_mean(cache, payload["train_subjects"]) if baseline_kind == "mean" else None
     baseline = make_baseline(imu, baseline_kind, train_mean=mean)
 
@@ -193,7 +200,7 @@ def explain(student, payload: dict, cache, out: str | Path, *, teacher=None, com
         name = names[k]
         plot_ig(imu[pick], values[pick], hz, f"{name}: predicted {names[pred[pick]]} "
                 f"(p={probs[pick, pred[pick]]:.2f}), IG vs {baseline_kind} baseline, window {int(index[pick])}",
-                out / f"ig_{name}.png")
+                out / f"ig_{name}.png", xlabel)
         figures.append(f"ig_{name}.png")
 
     roll = attention_rollout(maps, mask)
