@@ -68,7 +68,9 @@ def skeleton_stats(skeleton: np.ndarray, hip_joint: int) -> NormStats:
 def make_augment(cfg: Config, channel_std: np.ndarray):
     """Training-only augmentation: IMU as configured; skeleton turned about the vertical
     axis by up to the same angle and scaled by the same amount (a differently sized person
-    facing slightly away)."""
+    facing slightly away) and, with ``crop``, cropped exactly as the IMU. The IMU's time
+    warp is drawn for the IMU alone (the skeleton keeps its timing): an approximation the
+    teacher lives with, not an alignment."""
     aug = cfg.preproc.augment
 
     def apply(batch: Arrays, rng: np.random.Generator) -> Arrays:
