@@ -82,12 +82,13 @@ def stretch_spans(windows: np.ndarray, spans: np.ndarray) -> np.ndarray:
 
 
 def augment(windows: np.ndarray, cfg: AugmentConfig, channel_std: np.ndarray,
-            rng: np.random.Generator) -> np.ndarray:
+            rng: np.random.Generator, spans: np.ndarray | None = None) -> np.ndarray:
     """Apply the transforms that ``cfg`` turns on, in the order crop, warp, rotate, scale,
-    jitter."""
+    jitter. ``spans`` (from ``crop_spans``) gives the crop when another stream must get the
+    same one; otherwise it is drawn here."""
     out = windows.astype(np.float64)
     if cfg.crop > 0:
-        out = stretch_spans(out, crop_spans(len(out), cfg.crop, rng))
+        out = stretch_spans(out, crop_spans(len(out), cfg.crop, rng) if spans is None else spans)
     if cfg.time_warp > 0:
         out = time_warp(out, cfg.time_warp, rng)
     if cfg.rotation_deg > 0:

@@ -9,7 +9,6 @@ with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,13 +74,11 @@ def make_augment(cfg: Config, channel_std: np.ndarray):
 
     def apply(batch: Arrays, rng: np.random.Generator) -> Arrays:
         out = dict(batch)
-        imu_aug = aug
+        spans = None
         if "skeleton" in batch and aug.crop > 0:   # one crop for both streams keeps them aligned
             spans = crop_spans(len(batch["imu"]), aug.crop, rng)
-            out["imu"] = stretch_spans(batch["imu"], spans).astype(np.float32)
             out["skeleton"] = stretch_spans(batch["skeleton"], spans).astype(np.float32)
-            imu_aug = dataclasses.replace(aug, crop=0.0)
-        out["imu"] = augment_imu(out["imu"], imu_aug, channel_std, rng)
+        out["imu"] = augment_imu(batch["imu"], aug, channel_std, rng, spans)
         if "skeleton" in batch and (aug.rotation_deg > 0 or aug.scale > 0):
             n = len(batch["skeleton"])
             angle = np.deg2rad(rng.uniform(-aug.rotation_deg, aug.rotation_deg, n))
