@@ -21,7 +21,7 @@ from xtinyhar.errors import XTinyHARError
 log = logging.getLogger("xtinyhar")
 
 
-def _parse_set(items: list[str] | None) -> dict:
+def parse_overrides(items: list[str] | None) -> dict:
     """``--set a.b=value`` pairs -> overrides; values read as YAML scalars (3, 1e-3, true)."""
     import yaml
 
@@ -38,7 +38,7 @@ def _parse_set(items: list[str] | None) -> dict:
 
 
 def _load_cfg(args: argparse.Namespace):
-    overrides = _parse_set(getattr(args, "set", None))
+    overrides = parse_overrides(getattr(args, "set", None))
     if getattr(args, "dataset", None):
         overrides["data.dataset"] = args.dataset
     if getattr(args, "root", None):
