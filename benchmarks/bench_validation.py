@@ -42,11 +42,12 @@ FOLDS = 4   # one per training subject of the standard split
 def copy_teachers(reference: Path, seed: int, run_dir: Path) -> int:
     """Copy a reference run's teachers into ``run_dir``; returns how many were copied."""
     source = reference / f"seed{seed}" if (reference / f"seed{seed}").is_dir() else reference
-    copied = 0
-    for fold in range(FOLDS):
-        teacher = source / "folds" / str(fold) / "teacher.pt"
+    teachers = [source / "folds" / str(fold) / "teacher.pt" for fold in range(FOLDS)]
+    for teacher in teachers:   # all present before anything is copied
         if not teacher.is_file():
             raise XTinyHARError(f"{teacher}: no teacher checkpoint to reuse (--teachers {reference})")
+    copied = 0
+    for fold, teacher in enumerate(teachers):
         target = run_dir / "folds" / str(fold) / "teacher.pt"
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,48 @@
+"""The model-selection helper of benchmarks/bench_validation.py (file logic only; the
+runs themselves are `xtinyhar cv --protocol validation`, tested elsewhere)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from xtinyhar.errors import XTinyHARError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench_validation():
+    spec = importlib.util.spec_from_file_location("bench_validation", ROOT / "benchmarks" / "bench_validation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _teachers(root: Path, tag: str) -> None:
+    for fold in range(4):
+        (root / "folds" / str(fold)).mkdir(parents=True)
+        (root / "folds" / str(fold) / "teacher.pt").write_text(f"{tag} {fold}")
+
+
+def test_copy_teachers_uses_the_seed_folder_when_there_is_one(tmp_path):
+    bench = _bench_validation()
+    reference = tmp_path / "ref"
+    _teachers(reference / "seed43", "seed43")
+    _teachers(reference / "seed42", "seed42")
+    run = tmp_path / "new" / "seed43"
+    assert bench.copy_teachers(reference, 43, run) == 4
+    assert (run / "folds" / "2" / "teacher.pt").read_text() == "seed43 2"
+    assert bench.copy_teachers(reference, 43, run) == 0          # a resumed run keeps its copies
+
+
+def test_copy_teachers_falls_back_to_a_single_run_and_names_a_missing_file(tmp_path):
+    bench = _bench_validation()
+    reference = tmp_path / "ref"
+    _teachers(reference, "single")
+    run = tmp_path / "new" / "seed44"
+    bench.copy_teachers(reference, 44, run)
+    assert (run / "folds" / "0" / "teacher.pt").read_text() == "single 0"
+    (reference / "folds" / "3" / "teacher.pt").unlink()
+    with pytest.raises(XTinyHARError, match=r"folds/3/teacher.pt: no teacher checkpoint"):
+        bench.copy_teachers(reference, 45, tmp_path / "other")
+    assert not (tmp_path / "other").exists()                    # nothing half-copied
