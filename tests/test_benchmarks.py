@@ -46,3 +46,21 @@ def test_copy_teachers_falls_back_to_a_single_run_and_names_a_missing_file(tmp_p
     with pytest.raises(XTinyHARError, match=r"folds/3/teacher.pt: no teacher checkpoint"):
         bench.copy_teachers(reference, 45, tmp_path / "other")
     assert not (tmp_path / "other").exists()                    # nothing half-copied
+
+
+def _bench_subjects():
+    spec = importlib.util.spec_from_file_location("bench_subjects", ROOT / "benchmarks" / "bench_subjects.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_learning_curve_folds_drop_every_subject_once_and_never_train_on_the_held_out_one():
+    bench = _bench_subjects()
+    folds = {held: bench.training_subjects(held, 2) for held in bench.ORDER}
+    assert folds == {7: [5, 3], 5: [3, 1], 3: [1, 7], 1: [7, 5]}
+    assert all(held not in train for held, train in folds.items())
+    assert all(sorted(bench.training_subjects(held, 3)) == sorted(set(bench.ORDER) - {held})
+               for held in bench.ORDER)
+    with pytest.raises(XTinyHARError, match="--subjects 4"):
+        bench.training_subjects(7, 4)
