@@ -1,5 +1,5 @@
-"""The model-selection helper of benchmarks/bench_validation.py (file logic only; the
-runs themselves are `xtinyhar cv --protocol validation`, tested elsewhere)."""
+"""Helpers of the model-selection scripts in benchmarks/ (file and fold logic only; the runs
+themselves are `xtinyhar cv` and the fit loop, tested elsewhere)."""
 
 import importlib.util
 from pathlib import Path
@@ -11,8 +11,9 @@ from xtinyhar.errors import XTinyHARError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _bench_validation():
-    spec = importlib.util.spec_from_file_location("bench_validation", ROOT / "benchmarks" / "bench_validation.py")
+def _benchmark(name: str):
+    """Import benchmarks/<name>.py (a script folder, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -25,7 +26,7 @@ def _teachers(root: Path, tag: str) -> None:
 
 
 def test_copy_teachers_uses_the_seed_folder_when_there_is_one(tmp_path):
-    bench = _bench_validation()
+    bench = _benchmark("bench_validation")
     reference = tmp_path / "ref"
     _teachers(reference / "seed43", "seed43")
     _teachers(reference / "seed42", "seed42")
@@ -36,7 +37,7 @@ def test_copy_teachers_uses_the_seed_folder_when_there_is_one(tmp_path):
 
 
 def test_copy_teachers_falls_back_to_a_single_run_and_names_a_missing_file(tmp_path):
-    bench = _bench_validation()
+    bench = _benchmark("bench_validation")
     reference = tmp_path / "ref"
     _teachers(reference, "single")
     run = tmp_path / "new" / "seed44"
@@ -48,15 +49,8 @@ def test_copy_teachers_falls_back_to_a_single_run_and_names_a_missing_file(tmp_p
     assert not (tmp_path / "other").exists()                    # nothing half-copied
 
 
-def _bench_subjects():
-    spec = importlib.util.spec_from_file_location("bench_subjects", ROOT / "benchmarks" / "bench_subjects.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_learning_curve_folds_drop_every_subject_once_and_never_train_on_the_held_out_one():
-    bench = _bench_subjects()
+    bench = _benchmark("bench_subjects")
     folds = {held: bench.training_subjects(held, 2) for held in bench.ORDER}
     assert folds == {7: [5, 3], 5: [3, 1], 3: [1, 7], 1: [7, 5]}
     assert all(held not in train for held, train in folds.items())
