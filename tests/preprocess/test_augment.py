@@ -213,3 +213,26 @@ def test_teacher_crop_keeps_imu_and_skeleton_aligned():
     imu_time, skeleton_time = out["imu"][:, :, 0], out["skeleton"][:, :, 0, 0]
     expected = np.linspace(imu_time[:, 0], imu_time[:, -1], 75, axis=1)   # same span, 75 frames
     np.testing.assert_allclose(skeleton_time, expected, atol=1e-5)
+
+
+def test_teacher_time_warp_keeps_imu_and_skeleton_aligned():
+    """One time map for both streams: after crop and warp, the time-coded skeleton equals
+    the time-coded IMU read at the skeleton's frames (75 frames over the same span)."""
+    from xtinyhar.config import load_config
+    from xtinyhar.train.tasks import make_augment
+
+    from conftest import CONFIGS
+
+    cfg = load_config(CONFIGS / "synthetic.yaml", {
+        "preproc.augment.crop": 0.2, "preproc.augment.time_warp": 0.3,
+        "preproc.augment.rotation_deg": 0.0, "preproc.augment.scale": 0.0, "preproc.augment.jitter": 0.0})
+    t_imu, t_skel = np.linspace(0, 3, 150), np.linspace(0, 3, 75)
+    batch = {"imu": np.tile(t_imu[None, :, None], (4, 1, 6)).astype(np.float32),
+             "skeleton": np.tile(t_skel[None, :, None, None], (4, 1, 20, 3)).astype(np.float32),
+             "label": np.zeros(4, dtype=np.int64)}
+    out = make_augment(cfg, np.ones(6))(batch, np.random.default_rng(1))
+    imu_time, skeleton_time = out["imu"][:, :, 0], out["skeleton"][:, :, 0, 0]
+    warped = np.diff(imu_time, axis=1)
+    assert warped.std(axis=1).min() > 1e-3                                 # a real warp, not a stretch
+    at_frames = np.stack([np.interp(t_skel, t_imu, row) for row in imu_time])
+    np.testing.assert_allclose(skeleton_time, at_frames, atol=2e-3)

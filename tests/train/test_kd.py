@@ -63,7 +63,8 @@ def test_attention_transfer_is_zero_for_identical_maps_and_positive_otherwise():
 
 def test_consistent_views_give_the_teacher_logits_of_the_window_the_student_sees():
     """distill.views: each batch row is one of K augmented copies, paired with the teacher's
-    logits on exactly that copy (not on the clean window)."""
+    logits on exactly that copy (not on the clean window): the teacher saw that copy's IMU
+    and its skeleton augmented alike (replayed here with the same random stream)."""
     import numpy as np
 
     from xtinyhar.config import config_from_dict
@@ -85,8 +86,15 @@ def test_consistent_views_give_the_teacher_logits_of_the_window_the_student_sees
              "teacher_logits": np.zeros((n, 3), np.float32)}
     out = apply(batch, np.random.default_rng(1))
     assert not np.allclose(out["imu"], full["imu"])            # augmented, not the clean window
+    from xtinyhar.train.tasks import make_augment
+    replay = np.random.default_rng(cfg.train.seed + 7919)
+    copies = [make_augment(cfg, np.ones(6, np.float32))(full, replay) for _ in range(3)]
+    pick = [next(k for k in range(3) if np.array_equal(copies[k]["imu"][i], out["imu"][i]))
+            for i in range(n)]
+    skeleton = np.stack([copies[k]["skeleton"][i] for i, k in enumerate(pick)])
+    assert not np.allclose(skeleton, full["skeleton"])          # the teacher's skeleton is augmented too
     with torch.no_grad():
-        expected = teacher(torch.from_numpy(out["imu"]), torch.from_numpy(full["skeleton"])).numpy()
+        expected = teacher(torch.from_numpy(out["imu"]), torch.from_numpy(skeleton)).numpy()
     np.testing.assert_allclose(out["teacher_logits"], expected, rtol=1e-4, atol=1e-4)
     again = apply(batch, np.random.default_rng(2))
     assert not np.array_equal(again["imu"], out["imu"])          # another copy for some rows

@@ -52,16 +52,31 @@ def rotate(windows: np.ndarray, max_deg: float, rng: np.random.Generator) -> np.
     return out
 
 
-def time_warp(windows: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
-    """Play each window at a smoothly varying speed (1 +- strength), same start and end."""
-    n, w, _ = windows.shape
+def warp_clocks(n: int, w: int, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """(n, w) time maps for ``time_warp``: for each output sample, where to read the window
+    (as a fraction of it), playing it at a smoothly varying speed (1 +- strength)."""
     t = np.linspace(0.0, 1.0, w)
-    out = np.empty_like(windows)
+    clocks = np.empty((n, w))
     for i in range(n):
         freq = rng.uniform(0.5, 2.0)
         speed = 1.0 + strength * np.sin(2 * np.pi * (freq * t + rng.uniform()))  # > 0
         clock = np.concatenate([[0.0], np.cumsum(speed[1:] + speed[:-1]) / 2])
-        out[i] = interpolate(windows[i], clock / clock[-1] * (w - 1))
+        clocks[i] = clock / clock[-1]
+    return clocks
+
+
+def time_warp(windows: np.ndarray, strength: float, rng: np.random.Generator,
+              clocks: np.ndarray | None = None) -> np.ndarray:
+    """Play each window at a smoothly varying speed (1 +- strength), same start and end.
+    ``clocks`` (from ``warp_clocks``, any length) gives the warp when another stream must
+    get the same one (a skeleton window of another frame rate over the same span)."""
+    n, w = windows.shape[:2]
+    if clocks is None:
+        clocks = warp_clocks(n, w, strength, rng)
+    grid, own = np.linspace(0.0, 1.0, clocks.shape[1]), np.linspace(0.0, 1.0, w)
+    out = np.empty_like(windows)
+    for i in range(n):
+        out[i] = interpolate(windows[i], np.interp(own, grid, clocks[i]) * (w - 1))
     return out
 
 
@@ -82,15 +97,17 @@ def stretch_spans(windows: np.ndarray, spans: np.ndarray) -> np.ndarray:
 
 
 def augment(windows: np.ndarray, cfg: AugmentConfig, channel_std: np.ndarray,
-            rng: np.random.Generator, spans: np.ndarray | None = None) -> np.ndarray:
+            rng: np.random.Generator, spans: np.ndarray | None = None,
+            clocks: np.ndarray | None = None) -> np.ndarray:
     """Apply the transforms that ``cfg`` turns on, in the order crop, warp, rotate, scale,
-    jitter. ``spans`` (from ``crop_spans``) gives the crop when another stream must get the
-    same one; otherwise it is drawn here."""
+    jitter. ``spans`` (from ``crop_spans``) and ``clocks`` (from ``warp_clocks``) give the
+    crop and the warp when another stream must get the same ones; otherwise they are drawn
+    here."""
     out = windows.astype(np.float64)
     if cfg.crop > 0:
         out = stretch_spans(out, crop_spans(len(out), cfg.crop, rng) if spans is None else spans)
     if cfg.time_warp > 0:
-        out = time_warp(out, cfg.time_warp, rng)
+        out = time_warp(out, cfg.time_warp, rng, clocks)
     if cfg.rotation_deg > 0:
         out = rotate(out, cfg.rotation_deg, rng)
     if cfg.scale > 0:

@@ -23,7 +23,8 @@ from xtinyhar.io import load_checkpoint, save_checkpoint
 from xtinyhar.models.baselines import BaselineConfig, build_baseline
 from xtinyhar.models.student import InertialTransformer, StudentModelConfig
 from xtinyhar.models.teacher import STConvTeacher, TeacherModelConfig, skeleton_features
-from xtinyhar.preprocess.augment import augment as augment_imu, crop_spans, stretch_spans
+from xtinyhar.preprocess.augment import (augment as augment_imu, crop_spans, stretch_spans, time_warp,
+                                        warp_clocks)
 from xtinyhar.preprocess.normalize import NormStats, fit_zscore
 from xtinyhar.preprocess.tokens import TokenCache
 from xtinyhar.train.kd import attention_transfer_loss, distillation_loss
@@ -67,9 +68,8 @@ def skeleton_stats(skeleton: np.ndarray, hip_joint: int) -> NormStats:
 def make_augment(cfg: Config, channel_std: np.ndarray):
     """Training-only augmentation: IMU as configured; skeleton turned about the vertical
     axis by up to the same angle and scaled by the same amount (a differently sized person
-    facing slightly away) and, with ``crop``, cropped exactly as the IMU. The IMU's time
-    warp is drawn for the IMU alone (the skeleton keeps its timing): an approximation the
-    teacher lives with, not an alignment."""
+    facing slightly away) and cropped and time-warped exactly as the IMU (one time map for
+    both streams, so they stay aligned)."""
     aug = cfg.preproc.augment
 
     def apply(batch: Arrays, rng: np.random.Generator) -> Arrays:
@@ -78,7 +78,11 @@ def make_augment(cfg: Config, channel_std: np.ndarray):
         if "skeleton" in batch and aug.crop > 0:   # one crop for both streams keeps them aligned
             spans = crop_spans(len(batch["imu"]), aug.crop, rng)
             out["skeleton"] = stretch_spans(batch["skeleton"], spans).astype(np.float32)
-        out["imu"] = augment_imu(batch["imu"], aug, channel_std, rng, spans)
+        clocks = None
+        if "skeleton" in batch and aug.time_warp > 0:   # one warp for both streams too
+            clocks = warp_clocks(len(batch["imu"]), batch["imu"].shape[1], aug.time_warp, rng)
+            out["skeleton"] = time_warp(out["skeleton"], aug.time_warp, rng, clocks).astype(np.float32)
+        out["imu"] = augment_imu(batch["imu"], aug, channel_std, rng, spans, clocks)
         if "skeleton" in batch and (aug.rotation_deg > 0 or aug.scale > 0):
             n = len(batch["skeleton"])
             angle = np.deg2rad(rng.uniform(-aug.rotation_deg, aug.rotation_deg, n))
@@ -223,14 +227,15 @@ def fit_student(cfg: Config, cache: TokenCache, train_idx: np.ndarray, val_idx: 
 
 def consistent_views(teacher: STConvTeacher, full: Arrays, cfg: Config, channel_std: np.ndarray,
                      views: int):
-    """Consistent KD: ``views`` augmented copies of every training window (IMU as in
-    training; skeleton clean) labelled once by the teacher. Returns the student's batch
-    augmentation: each row of a batch takes one copy at random, with its teacher logits."""
+    """Consistent KD: ``views`` augmented copies of every training window, both streams
+    augmented together as the teacher is trained (one crop, warp, rotation and scale), labelled
+    once by the teacher. Returns the student's batch augmentation: each row of a batch takes
+    one copy's IMU at random, with the teacher's logits on that same copy."""
     rng = np.random.default_rng(cfg.train.seed + 7919)
-    imu = np.stack([augment_imu(full["imu"], cfg.preproc.augment, channel_std, rng)
-                    for _ in range(views)]).astype(np.float32)                 # (K, N, W, C)
-    logits = np.stack([predict_logits(teacher, {"imu": copy, "skeleton": full["skeleton"]},
-                                      teacher_forward) for copy in imu]).astype(np.float32)
+    joint = make_augment(cfg, channel_std)
+    copies = [joint(full, rng) for _ in range(views)]
+    imu = np.stack([copy["imu"] for copy in copies]).astype(np.float32)        # (K, N, W, C)
+    logits = np.stack([predict_logits(teacher, copy, teacher_forward) for copy in copies]).astype(np.float32)
 
     def apply(batch: Arrays, rng: np.random.Generator) -> Arrays:
         pick = rng.integers(views, size=len(batch["row"]))
