@@ -58,3 +58,30 @@ def test_learning_curve_folds_drop_every_subject_once_and_never_train_on_the_hel
                for held in bench.ORDER)
     with pytest.raises(XTinyHARError, match="--subjects 4"):
         bench.training_subjects(7, 4)
+
+
+def test_latency_parts_graphs_compute_what_the_student_computes():
+    """bench_latency_parts times prefixes of the student and a graph cut to the real tokens:
+    the full prefix and the cut graph give the student's logits (a window of each patch
+    length, alone and in one batch), and the stage prefixes return the tokenizer's pieces."""
+    import torch
+
+    from xtinyhar.models.student import InertialTransformer, StudentModelConfig
+
+    bench = _benchmark("bench_latency_parts")
+    torch.manual_seed(0)
+    student = InertialTransformer(StudentModelConfig(n_classes=5, window=150, dim=32, heads=4)).eval()
+    still = torch.randn(1, 150, 6) * 0.001                     # coarse patches: few real tokens
+    lively = torch.randn(1, 150, 6)                            # fine patches: every slot real
+    batch = torch.cat([still, lively])
+    rows = student.tokenizer.patcher.row(batch)
+    assert rows[0] != rows[1]
+    with torch.no_grad():
+        expected = student(batch)
+        trimmed = bench.RealTokensOnly(student).eval()
+        torch.testing.assert_close(trimmed(batch), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(trimmed(still), expected[:1], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(bench.Prefix(student, "transformer + head")(batch), expected)
+        torch.testing.assert_close(bench.Prefix(student, "time embedding")(batch), student.tokenizer(batch)[0])
+        n_max = student.tokenizer.patcher.n_max
+        assert bench.Prefix(student, "dynamic patching")(batch).shape == (2, n_max, 20 * 16)
