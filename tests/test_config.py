@@ -77,7 +77,7 @@ def test_override_by_dotted_key():
     ("preproc:\n  dynamic_patch: 5\n", "preproc.dynamic_patch: expected a mapping"),
     ("preproc:\n  dynamic_patch:\n    enabled: false\nmodel:\n  teacher:\n    p_default: 10\n",
      "differs from model.student.p_default (20) with fixed patching"),
-    ("preproc:\n  augment:\n    crop: 0.1\ndistill:\n  views: 4\n", "cannot be combined"),
+    ("distill:\n  views: 4\n  attention_weight: 0.1\n", "cannot be combined"),
     ("data:\n  segmentation: chunks\n", "data.segmentation: 'chunks' is not one of sliding, trial"),
     ("data:\n  window: [1\n", "not valid YAML"),
     ("- a\n- b\n", "mapping of sections"),
@@ -140,3 +140,10 @@ def test_teacher_tokenizer_keys_default_to_the_student_and_can_differ():
 
     with pytest.raises(ConfigError, match="model.teacher.p_default"):
         load_config(CONFIGS / "utd_mhad.yaml", {"model.teacher.p_default": 1000})
+
+
+def test_consistent_views_combine_with_crop(tmp_path):
+    """Views augment both of the teacher's streams alike (one crop, one warp), so a crop no
+    longer misaligns them: the combination is a valid config."""
+    cfg = load_config(write(tmp_path, "preproc:\n  augment:\n    crop: 0.1\ndistill:\n  views: 4\n"))
+    assert cfg.distill.views == 4 and cfg.preproc.augment.crop == 0.1

@@ -136,7 +136,7 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
 
 def cmd_train_student(args: argparse.Namespace) -> int:
     """Train the IMU-only student (distilled from --teacher unless --no-kd) and save it."""
-    from xtinyhar.train.tasks import fit_student, load_model, save_model
+    from xtinyhar.train.tasks import check_teacher, fit_student, load_model, save_model
 
     cfg = _load_cfg(args)
     cache = _cache_for(cfg, args)
@@ -146,14 +146,7 @@ def cmd_train_student(args: argparse.Namespace) -> int:
         if not args.teacher:
             raise XTinyHARError("train-student needs --teacher CHECKPOINT (or --no-kd)")
         teacher, payload = load_model(args.teacher, "teacher")
-        if sorted(payload["train_subjects"]) != sorted(split.train_subjects):
-            raise XTinyHARError(f"{args.teacher}: trained on subjects {payload['train_subjects']}, "
-                                f"but this split trains on {list(split.train_subjects)}; a teacher "
-                                "must not have seen the student's validation or test subjects")
-        if payload.get("cache_hash") != cache.meta["config_hash"]:
-            raise XTinyHARError(f"{args.teacher}: trained on other windows (preprocessing config hash "
-                                f"{payload.get('cache_hash')}, this run's {cache.meta['config_hash']}); "
-                                "train the teacher with the student's data and preproc settings")
+        check_teacher(args.teacher, payload, split.train_subjects, cache.meta["config_hash"])
     workdir = _workdir(args.save)
     trained = fit_student(cfg, cache, split.train, split.val, teacher=teacher, workdir=workdir,
                           resume=args.resume)

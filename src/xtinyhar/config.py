@@ -304,10 +304,6 @@ def _validate(cfg: Config) -> None:
     if cfg.distill.attention_weight > 0 and s.arch != "transformer":
         raise ConfigError(f"distill.attention_weight > 0 needs attention maps; model.student.arch "
                           f"{s.arch!r} has none (use transformer or set the weight to 0)")
-    if cfg.distill.views > 0 and cfg.preproc.augment.crop > 0:
-        raise ConfigError("distill.views > 0 and preproc.augment.crop > 0 cannot be combined: the "
-                          "teacher labels the views with a clean skeleton, which a crop would "
-                          "misalign with the cropped IMU; set one to 0")
     if cfg.distill.views > 0 and cfg.distill.attention_weight > 0:
         raise ConfigError("distill.views > 0 and distill.attention_weight > 0 cannot be combined: "
                           "attention transfer runs the teacher on each batch itself; set one to 0")

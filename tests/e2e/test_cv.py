@@ -197,6 +197,23 @@ def test_resume_accepts_a_run_saved_before_a_new_config_key(tiny, tmp_path):
         run_cv(tiny["cfg"], tiny["cache"], protocol="kfold", run_dir=run, resume=True)
 
 
+def test_resume_refuses_a_teacher_that_saw_the_folds_test_subjects(tiny, tmp_path):
+    """A fold resumed with another fold's teacher.pt in its folder (it trained on this
+    fold's test subjects) is a one-line error naming the file, not a leaky student."""
+    import shutil
+
+    from xtinyhar.errors import XTinyHARError
+
+    run = tmp_path / "swapped"
+    shutil.copytree(tiny["run"], run)
+    fold = run / "folds" / "0"
+    for name in ("metrics.json", "student.pt"):           # fold 0 unfinished: it reloads its teacher
+        (fold / name).unlink()
+    shutil.copy(run / "folds" / "1" / "teacher.pt", fold / "teacher.pt")
+    with pytest.raises(XTinyHARError, match=r"folds/0/teacher.pt: trained on subjects .* must not have seen"):
+        run_cv(tiny["cfg"], tiny["cache"], protocol="kfold", run_dir=run, resume=True)
+
+
 def test_parallel_folds_give_the_sequential_numbers(tiny, tmp_path):
     """--jobs 2: folds trained in worker processes; with one thread per fold either way
     (the tiny config trains on 1 thread) every fold's metrics are identical."""

@@ -13,7 +13,7 @@ from xtinyhar.cli import main
 from xtinyhar.config import load_config
 from xtinyhar.data.splits import make_splits
 from xtinyhar.errors import DataError
-from xtinyhar.export.runtime import HarModel, Streamer, read_imu_csv
+from xtinyhar.export.runtime import HarModel, Streamer, read_imu_csv, sidecar_path
 from xtinyhar.export.to_onnx import METADATA_KEY, ExportError, export_checkpoint
 from xtinyhar.train.tasks import fit_student, load_model, save_model
 
@@ -61,7 +61,7 @@ def test_int8_is_smaller_and_mostly_agrees(student):
 
 
 def test_metadata_inside_the_file_and_beside_it(student):
-    meta = json.loads(student["onnx"].with_suffix(".json").read_text())
+    meta = json.loads(sidecar_path(student["onnx"]).read_text())
     inside = {p.key: p.value for p in onnx.load(str(student["onnx"])).metadata_props}
     assert json.loads(inside[METADATA_KEY])["class_names"] == meta["class_names"]
     assert meta["window"] == 100 and meta["channels"] == 6 and meta["imu_hz"] == 50
@@ -74,11 +74,36 @@ def test_metadata_inside_the_file_and_beside_it(student):
     assert HarModel(alone).class_names == meta["class_names"]
 
 
+def test_sidecar_is_named_after_the_whole_file_and_older_names_are_read_per_format(student, tmp_path):
+    """x.onnx and x.tflite keep their own x.onnx.json / x.tflite.json; a file exported before
+    that reads the old x.json only when it describes the same format (else the metadata
+    inside the ONNX file), so a TFLite export of the same name cannot hijack an ONNX model."""
+    import os
+    import shutil
+
+    assert sidecar_path(tmp_path / "x.onnx").name == "x.onnx.json"
+    assert oct(os.stat(student["onnx"]).st_mode & 0o044) == oct(0o044 & ~_umask())  # readable by others
+    old = tmp_path / "old.onnx"
+    shutil.copy(student["onnx"], old)
+    meta = json.loads(sidecar_path(student["onnx"]).read_text())
+    (tmp_path / "old.json").write_text(json.dumps({**meta, "stride": 7}))
+    assert HarModel(old).stride == 7                                    # old name, same format
+    (tmp_path / "old.json").write_text(json.dumps({**meta, "format": "tflite", "stride": 7}))
+    assert HarModel(old).stride == meta["stride"]                       # another format's: ignored
+
+
+def _umask() -> int:
+    import os
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_parity_failure_names_the_numbers_and_leaves_no_file(student, utd_cache, tmp_path):
     out = tmp_path / "bad.onnx"
     with pytest.raises(ExportError, match=r"differ from PyTorch by up to .* \(tolerance 0\)"):
         export_checkpoint(student["model"], student["payload"], utd_cache, out, tolerance=0.0)
-    assert not out.exists() and not out.with_suffix(".json").exists()
+    assert not out.exists() and not sidecar_path(out).exists()
 
 
 def probabilities_without_torch(model_path, imu: np.ndarray, folder) -> np.ndarray:
@@ -121,6 +146,9 @@ def test_streaming_equals_batch_windows(student, utd_trials):
     (np.zeros((99, 6)), "window of 99 samples, the model expects 100"),
     (np.full((100, 6), np.nan), "600 NaN or infinite"),
     (np.zeros((2, 3, 100, 6)), "got shape"),
+    ([[0.0] * 6] * 99 + [[0.0] * 5], "not a rectangular array of numbers"),
+    (np.full((100, 6), "a"), "not real numbers"),
+    (np.zeros((100, 6), complex), "not real numbers"),
 ])
 def test_bad_windows_are_clear_errors(student, bad, message):
     with pytest.raises(DataError, match=message):
@@ -143,6 +171,22 @@ def test_bad_files_are_clear_errors(student, tmp_path):
         read_imu_csv(csv, 6)
     with pytest.raises(DataError, match="samples must be"):
         Streamer(HarModel(student["onnx"])).push(np.zeros((4, 3)))
+    with pytest.raises(DataError, match="not real numbers"):
+        Streamer(HarModel(student["onnx"])).push([["x"] * 6])
+    csv.write_text("1,2,x,4,5,6\n1,2,3,4,5,6\n")                 # a corrupt first row is no header
+    with pytest.raises(DataError, match="line 1 is not numeric"):
+        read_imu_csv(csv)
+    csv.write_bytes(b"\xff\xfe\x00\x81binary")
+    with pytest.raises(DataError, match="not a text CSV"):
+        read_imu_csv(csv)
+    import shutil
+    odd = tmp_path / "odd.onnx"
+    shutil.copy(student["onnx"], odd)
+    meta = json.loads(sidecar_path(student["onnx"]).read_text())
+    for change, message in (({"window": "abc"}, "must be numbers"), ({"stride": 0}, "out of range")):
+        sidecar_path(odd).write_text(json.dumps({**meta, **change}))
+        with pytest.raises(DataError, match=message):
+            HarModel(odd)
 
 
 def test_export_and_stream_commands(student, utd_root, utd_trials, tmp_path, capsys):
@@ -203,8 +247,8 @@ def test_a_trial_model_stretches_the_trial_and_refuses_streams(student, utd_tria
 
     path = tmp_path / "trial.onnx"
     shutil.copy(student["onnx"], path)
-    meta = json.loads(student["onnx"].with_suffix(".json").read_text())
-    (tmp_path / "trial.json").write_text(json.dumps({**meta, "segmentation": "trial"}))
+    meta = json.loads(sidecar_path(student["onnx"]).read_text())
+    (tmp_path / "trial.onnx.json").write_text(json.dumps({**meta, "segmentation": "trial"}))
     model = HarModel(path)
     assert model.segmentation == "trial"
     trials, _ = utd_trials
@@ -223,7 +267,7 @@ def test_a_trial_model_stretches_the_trial_and_refuses_streams(student, utd_tria
     assert "--stride and --pad do not apply" in capsys.readouterr().err
     assert main(["stream", "--model", str(path), "--input", str(csv), "--chunk", "0"]) == 2
     assert "--chunk and --stride must be >= 1" in capsys.readouterr().err
-    (tmp_path / "trial.json").write_text(json.dumps({**meta, "segmentation": "chunks"}))
+    (tmp_path / "trial.onnx.json").write_text(json.dumps({**meta, "segmentation": "chunks"}))
     with pytest.raises(DataError, match="unknown segmentation 'chunks'"):
         HarModel(path)
 
@@ -271,7 +315,7 @@ def test_export_command_tflite(tflite, student, tmp_path, capsys):
     out = tmp_path / "cli.tflite"
     assert main(["export", "--model", str(student["ckpt"]), "--format", "tflite", "--out", str(out)]) == 0
     assert "max |logit diff| vs PyTorch" in capsys.readouterr().out
-    assert out.exists() and json.loads(out.with_suffix(".json").read_text())["format"] == "tflite"
+    assert out.exists() and json.loads(sidecar_path(out).read_text())["format"] == "tflite"
 
 
 class _FakeModel:

@@ -98,3 +98,24 @@ def test_consistent_views_give_the_teacher_logits_of_the_window_the_student_sees
     np.testing.assert_allclose(out["teacher_logits"], expected, rtol=1e-4, atol=1e-4)
     again = apply(batch, np.random.default_rng(2))
     assert not np.array_equal(again["imu"], out["imu"])          # another copy for some rows
+
+
+def test_jitter_follows_the_training_channels_std_even_without_normalisation(utd_config, utd_cache,
+                                                                             monkeypatch):
+    """preproc.norm: none must not shrink the jitter to 0.05 raw units (0.05 deg/s on a gyro
+    whose std is ~100 deg/s): augmentation always scales by the training windows' std."""
+    import dataclasses
+
+    import numpy as np
+
+    from xtinyhar.train import tasks
+
+    seen = []
+    monkeypatch.setattr(tasks, "make_augment", lambda cfg, std: seen.append(np.asarray(std)))
+    monkeypatch.setattr(tasks, "fit", lambda *args, **kwargs: None)
+    cfg = dataclasses.replace(utd_config, preproc=dataclasses.replace(utd_config.preproc, norm="none"))
+    train = np.flatnonzero(np.isin(utd_cache.subject, [1, 3]))
+    tasks.fit_student(cfg, utd_cache, train, np.array([], dtype=np.int64))
+    expected = utd_cache.imu[train].reshape(-1, 6).std(axis=0)
+    np.testing.assert_allclose(seen[0], expected, rtol=1e-3)
+    assert seen[0][3:].min() > 10                                # gyro channels in deg/s

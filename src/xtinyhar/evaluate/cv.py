@@ -30,8 +30,8 @@ from xtinyhar.evaluate.metrics import (classification_metrics, format_summary_ta
 from xtinyhar.io import atomic_write, write_csv, write_json
 from xtinyhar.preprocess.tokens import TokenCache
 from xtinyhar.train.loop import predict_logits
-from xtinyhar.train.tasks import (arrays, fit_student, fit_teacher, load_model, save_model,
-                                  student_forward, teacher_forward)
+from xtinyhar.train.tasks import (arrays, check_teacher, fit_student, fit_teacher, load_model,
+                                  save_model, student_forward, teacher_forward)
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,8 @@ def run_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Path, *, kd
     if kd:
         teacher_path = fold_dir / "teacher.pt"
         if resume and teacher_path.exists():
-            teacher, _ = load_model(teacher_path, "teacher")
+            teacher, payload = load_model(teacher_path, "teacher")
+            check_teacher(teacher_path, payload, split.train_subjects, chash)
             fitted = fold_dir / "teacher_fit.json"   # written with the teacher, if by this version
             earlier = json.loads(fitted.read_text()) if fitted.exists() else {}
             record["teacher_fit"] = earlier.get("record", {"reloaded": True})

@@ -36,13 +36,44 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
+def sidecar_path(model_path: str | Path) -> Path:
+    """``exports/x.onnx`` -> ``exports/x.onnx.json``: the metadata the runtime reads. Named
+    after the whole file name, so an ONNX and a TFLite export of one name keep their own."""
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.name + ".json")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def as_numeric(values, source: str) -> np.ndarray:
+    """Any array-like -> a real-valued ndarray, or a one-line error (ragged nesting, text,
+    complex numbers) instead of NumPy's exception."""
+    try:
+        array = np.asarray(values)
+    except (ValueError, TypeError):
+        raise DataError(f"{source}: not a rectangular array of numbers (ragged rows?)") from None
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.integer)
+                                     or np.issubdtype(array.dtype, np.floating)):
+        raise DataError(f"{source}: values are not real numbers (dtype {array.dtype})")
+    return array
+
+
 def read_metadata(path: Path, session=None) -> dict:
-    sidecar = path.with_suffix(".json")
+    """The sidecar ``<file>.json``; else, for files exported before it was named so, the
+    ``<stem>.json`` of the same format; else the metadata inside an ONNX file."""
+    sidecar = sidecar_path(path)
     if sidecar.is_file():
-        try:
-            return json.loads(sidecar.read_text())
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{sidecar}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        return _read_json(sidecar)
+    legacy = path.with_suffix(".json")
+    if legacy.is_file():
+        metadata = _read_json(legacy)
+        if metadata.get("format") == path.suffix.lstrip("."):
+            return metadata
     if session is not None:
         custom = session.get_modelmeta().custom_metadata_map
         if METADATA_KEY in custom:
@@ -94,10 +125,18 @@ class HarModel:
             raise DataError(f"{self.path}: metadata lacks {', '.join(missing)}; not written by "
                             "`xtinyhar export`?")
         self.class_names: list[str] = list(self.metadata["class_names"])
-        self.window: int = int(self.metadata["window"])
-        self.channels: int = int(self.metadata["channels"])
-        self.imu_hz: float = float(self.metadata["imu_hz"])
-        self.stride: int = int(self.metadata["stride"])
+        try:
+            self.window: int = int(self.metadata["window"])
+            self.channels: int = int(self.metadata["channels"])
+            self.imu_hz: float = float(self.metadata["imu_hz"])
+            self.stride: int = int(self.metadata["stride"])
+        except (TypeError, ValueError):
+            raise DataError(f"{self.path}: metadata window, channels, imu_hz and stride must be "
+                            "numbers") from None
+        if self.window < 2 or self.channels < 1 or self.stride < 1 or not self.imu_hz > 0:
+            raise DataError(f"{self.path}: metadata out of range (window {self.window}, channels "
+                            f"{self.channels}, stride {self.stride}, imu_hz {self.imu_hz}); "
+                            "window >= 2, channels and stride >= 1, imu_hz > 0")
         # sliding: trained on windows cut from a stream; trial: on whole trials stretched
         # onto one window (exports made before the key existed are sliding)
         self.segmentation: str = str(self.metadata.get("segmentation", "sliding"))
@@ -106,7 +145,7 @@ class HarModel:
 
     def check(self, imu: np.ndarray, source: str = "input") -> np.ndarray:
         """(W, C) or (B, W, C) -> float32 (B, W, C), or a one-line error saying what is wrong."""
-        imu = np.asarray(imu)
+        imu = as_numeric(imu, source)
         if imu.ndim == 2:
             imu = imu[None]
         if imu.ndim != 3:
@@ -153,7 +192,7 @@ class HarModel:
         model gets windows every ``stride`` samples plus one ending at the last sample, a
         trial shorter than a window padded by repeating its last sample (the rules of
         ``xtinyhar.preprocess.windows``, restated here in numpy only)."""
-        imu = np.asarray(imu)
+        imu = as_numeric(imu, source)
         if imu.ndim != 2 or imu.shape[1] != self.channels:
             raise DataError(f"{source}: expected a (samples, {self.channels}) trial, got shape {imu.shape}")
         if len(imu) < 2:
@@ -216,7 +255,7 @@ class Streamer:
         self.next_end = model.window       # emit when this many samples have been seen
 
     def push(self, samples: np.ndarray, source: str = "stream") -> list[Prediction]:
-        samples = np.asarray(samples, dtype=np.float32)
+        samples = as_numeric(samples, source).astype(np.float32)
         if samples.ndim == 1:
             samples = samples[None]
         if samples.ndim != 2 or samples.shape[1] != self.model.channels:
@@ -245,9 +284,13 @@ def read_imu_csv(path: str | Path, channels: int | None = None) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    lines = [(number, line) for number, line in enumerate(path.read_text().splitlines(), start=1)
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a text CSV (undecodable bytes)") from None
+    lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1)
              if line.strip()]                                  # (line number in the file, text)
-    if lines and not _is_numeric_row(lines[0][1]):
+    if lines and _is_header(lines[0][1]):
         lines = lines[1:]
     if not lines:
         raise DataError(f"{path}: no samples")
@@ -269,9 +312,13 @@ def read_imu_csv(path: str | Path, channels: int | None = None) -> np.ndarray:
     return imu
 
 
-def _is_numeric_row(line: str) -> bool:
-    try:
-        [float(c) for c in line.split(",")]
-        return True
-    except ValueError:
-        return False
+def _is_header(line: str) -> bool:
+    """A row of names: no cell is a number (a row with some numbers is a corrupt sample,
+    reported as such, not dropped as a header)."""
+    for cell in line.split(","):
+        try:
+            float(cell)
+            return False
+        except ValueError:
+            pass
+    return True

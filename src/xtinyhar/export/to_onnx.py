@@ -27,6 +27,7 @@ import torch
 
 from xtinyhar import __version__
 from xtinyhar.errors import XTinyHARError
+from xtinyhar.export.runtime import sidecar_path
 from xtinyhar.io import write_json
 
 OPSET = 20   # Gelu is one node from opset 20 (five with Erf before)
@@ -43,9 +44,6 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
 
 
-def sidecar_path(model_path: str | Path) -> Path:
-    """``exports/x.onnx`` -> ``exports/x.json``: the metadata the runtime reads."""
-    return Path(model_path).with_suffix(".json")
 
 
 def export_metadata(payload: dict, fmt: str, precision: str) -> dict:
@@ -71,6 +69,9 @@ def export_metadata(payload: dict, fmt: str, precision: str) -> dict:
 def _temp_beside(path: Path, suffix: str) -> Path:
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)   # mkstemp makes 0600: an exported model must be readable
     return Path(name)
 
 

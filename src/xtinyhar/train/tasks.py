@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from xtinyhar import __version__
 from xtinyhar.config import Config
-from xtinyhar.errors import DataError
+from xtinyhar.errors import DataError, XTinyHARError
 from xtinyhar.io import load_checkpoint, save_checkpoint
 from xtinyhar.models.baselines import BaselineConfig, build_baseline
 from xtinyhar.models.student import InertialTransformer, StudentModelConfig
@@ -60,9 +60,29 @@ def imu_stats(cfg: Config, imu: np.ndarray) -> NormStats:
     return fit_zscore(imu) if cfg.preproc.norm == "zscore" else NormStats.identity(imu.shape[-1])
 
 
+def jitter_scale(imu: np.ndarray) -> np.ndarray:
+    """Per-channel std of the training windows: augmentation's jitter is a fraction of it,
+    whether or not the model normalises its input (``preproc.norm: none``)."""
+    return fit_zscore(imu).std
+
+
 def skeleton_stats(skeleton: np.ndarray, hip_joint: int) -> NormStats:
     features = skeleton_features(torch.from_numpy(skeleton), hip_joint).numpy()
     return fit_zscore(features.reshape(*features.shape[:2], -1))
+
+
+def check_teacher(path: str | Path, payload: dict, train_subjects, cache_hash: str) -> None:
+    """A teacher checkpoint may distil a student only if it was trained on exactly the
+    student's training subjects (never its validation or test ones) and on the same windows
+    (preprocessing config hash); otherwise a one-line error naming the file."""
+    if sorted(int(s) for s in payload["train_subjects"]) != sorted(int(s) for s in train_subjects):
+        raise XTinyHARError(f"{path}: trained on subjects {payload['train_subjects']}, "
+                            f"but this split trains on {[int(s) for s in train_subjects]}; a teacher "
+                            "must not have seen the student's validation or test subjects")
+    if payload.get("cache_hash") != cache_hash:
+        raise XTinyHARError(f"{path}: trained on other windows (preprocessing config hash "
+                            f"{payload.get('cache_hash')}, this run's {cache_hash}); "
+                            "train the teacher with the student's data and preproc settings")
 
 
 def make_augment(cfg: Config, channel_std: np.ndarray):
@@ -165,7 +185,8 @@ def fit_teacher(cfg: Config, cache: TokenCache, train_idx: np.ndarray, val_idx: 
         return F.cross_entropy(logits, batch["label"], label_smoothing=smoothing), logits
 
     result = fit(model, train, val, step, settings_from(cfg, teacher=True),
-                 augment=make_augment(cfg, imu_norm.std), workdir=workdir, resume=resume, desc=desc)
+                 augment=make_augment(cfg, jitter_scale(train["imu"])), workdir=workdir, resume=resume,
+                 desc=desc)
     return Trained(model, result)
 
 
@@ -185,7 +206,8 @@ def fit_student(cfg: Config, cache: TokenCache, train_idx: np.ndarray, val_idx: 
     d, smoothing = cfg.distill, cfg.train.label_smoothing
     use_attention = teacher is not None and d.attention_weight > 0
     imu_norm = imu_stats(cfg, train["imu"])
-    augment = make_augment(cfg, imu_norm.std)
+    channel_std = jitter_scale(train["imu"])
+    augment = make_augment(cfg, channel_std)
     if teacher is not None:
         full = arrays(cache, train_idx, True)
         train["teacher_logits"] = predict_logits(teacher, full, teacher_forward).astype(np.float32)
@@ -195,7 +217,7 @@ def fit_student(cfg: Config, cache: TokenCache, train_idx: np.ndarray, val_idx: 
         val["teacher_logits"] = (predict_logits(teacher, arrays(cache, val_idx, True), teacher_forward)
                                  if len(val_idx) else np.zeros((0, n_classes))).astype(np.float32)
         if d.views > 0 and not use_attention:
-            augment = consistent_views(teacher, full, cfg, imu_norm.std, d.views)
+            augment = consistent_views(teacher, full, cfg, channel_std, d.views)
             train["row"] = np.arange(len(train_idx))
     torch.manual_seed(cfg.train.seed)
     model = build_student(cfg, len(cache.class_names))
