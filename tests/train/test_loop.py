@@ -83,6 +83,41 @@ def test_resume_continues_to_the_same_result(tmp_path):
         torch.testing.assert_close(pa, pb)
 
 
+def test_resume_refuses_the_state_of_another_fit(tmp_path):
+    """last.pt remembers what it was fitting: resuming it with another fingerprint (config,
+    windows, teacher) is a one-line error naming the file; the same fingerprint resumes."""
+    from xtinyhar.errors import XTinyHARError
+
+    settings = FitSettings(**{**SETTINGS.__dict__, "epochs": 2})
+    torch.manual_seed(0)
+    fit(Tiny(), data(200, 0), data(60, 1), step, settings, workdir=tmp_path, fingerprint="a")
+    longer = FitSettings(**{**SETTINGS.__dict__, "epochs": 3})
+    with pytest.raises(XTinyHARError, match=r"last.pt: an interrupted fit of another config"):
+        fit(Tiny(), data(200, 0), data(60, 1), step, longer, workdir=tmp_path, resume=True,
+            fingerprint="b")
+    result = fit(Tiny(), data(200, 0), data(60, 1), step, longer, workdir=tmp_path, resume=True,
+                 fingerprint="a")
+    assert len(result.history) == 3                              # epochs 1-2 kept, 3 trained
+
+
+def test_fit_fingerprint_follows_config_windows_and_teacher(utd_config, utd_cache):
+    import dataclasses
+
+    from xtinyhar.train.tasks import fit_fingerprint
+
+    rows = np.arange(10)
+    base = fit_fingerprint(utd_config, utd_cache, rows)
+    threads = dataclasses.replace(utd_config, train=dataclasses.replace(utd_config.train, threads=7))
+    epochs = dataclasses.replace(utd_config, train=dataclasses.replace(utd_config.train, epochs=3))
+    assert fit_fingerprint(threads, utd_cache, rows) == base       # threads change no result
+    assert fit_fingerprint(epochs, utd_cache, rows) != base
+    assert fit_fingerprint(utd_config, utd_cache, rows + 1) != base
+    torch.manual_seed(0)
+    one, two = Tiny(), Tiny()
+    assert (fit_fingerprint(utd_config, utd_cache, rows, one)
+            != fit_fingerprint(utd_config, utd_cache, rows, two))
+
+
 def test_early_stopping_and_best_weights_restored():
     torch.manual_seed(0)
     model = Tiny()

@@ -26,6 +26,7 @@ import torch
 from sklearn.metrics import f1_score
 from tqdm.auto import tqdm
 
+from xtinyhar.errors import XTinyHARError
 from xtinyhar.io import load_checkpoint, save_checkpoint, write_csv
 
 log = logging.getLogger(__name__)
@@ -111,9 +112,13 @@ def evaluate(model: torch.nn.Module, data: Arrays, step: Step, batch_size: int =
 
 def fit(model: torch.nn.Module, train: Arrays, val: Arrays, step: Step, settings: FitSettings, *,
         augment: Augment | None = None, workdir: str | Path | None = None, resume: bool = False,
-        desc: str = "fit") -> FitResult:
+        desc: str = "fit", fingerprint: str | None = None) -> FitResult:
     """Train ``model`` in place; on return it holds the best validation weights (the last
-    epoch's when ``val`` is empty)."""
+    epoch's when ``val`` is empty).
+
+    ``fingerprint`` names what this fit is (config, windows, teacher); it is saved in
+    ``last.pt``, and resuming a ``last.pt`` saved with another one is an error instead of
+    silently continuing a different fit."""
     torch.set_num_threads(THREADS or settings.threads)
     n = len(train["label"])
     steps_per_epoch = math.ceil(n / settings.batch_size)
@@ -128,6 +133,11 @@ def fit(model: torch.nn.Module, train: Arrays, val: Arrays, step: Step, settings
     last_path = Path(workdir) / "last.pt" if workdir else None
     if resume and last_path is not None and last_path.exists():
         state = load_checkpoint(last_path)
+        saved = state.get("fingerprint")
+        if fingerprint is not None and saved is not None and saved != fingerprint:
+            raise XTinyHARError(f"{last_path}: an interrupted fit of another config, training "
+                                "windows or teacher; resume with the same ones, or delete it to "
+                                "start again")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -189,7 +199,7 @@ def fit(model: torch.nn.Module, train: Arrays, val: Arrays, step: Step, settings
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
                 "best_score": list(best["score"]), "best_epoch": best["epoch"],
-                "best_state": best["state"]})
+                "best_state": best["state"], "fingerprint": fingerprint})
     model.load_state_dict(best["state"])
     best_score = best["score"][0] if len(val["label"]) else float("nan")
     return FitResult(best_epoch=best["epoch"] + 1, best_score=best_score, history=history,

@@ -47,6 +47,25 @@ def settings_from(cfg: Config, teacher: bool) -> FitSettings:
                        grad_clip=t.grad_clip, threads=t.threads)
 
 
+def fit_fingerprint(cfg: Config, cache: TokenCache, train_idx: np.ndarray,
+                    teacher: torch.nn.Module | None = None) -> str:
+    """What a fit is, for resuming: the config (less the thread count, which changes no
+    result), the windows' preprocessing, the training rows and the teacher's weights."""
+    import hashlib
+    import json
+
+    settings = cfg.to_dict()
+    settings.get("train", {}).pop("threads", None)
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    digest.update(str(cache.meta.get("config_hash")).encode())
+    digest.update(np.asarray(train_idx, dtype=np.int64).tobytes())
+    if teacher is not None:
+        for name, tensor in sorted(teacher.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def arrays(cache: TokenCache, index: np.ndarray, with_skeleton: bool) -> Arrays:
     data = {"imu": cache.imu[index], "label": cache.label[index]}
     if with_skeleton:
@@ -186,7 +205,7 @@ def fit_teacher(cfg: Config, cache: TokenCache, train_idx: np.ndarray, val_idx: 
 
     result = fit(model, train, val, step, settings_from(cfg, teacher=True),
                  augment=make_augment(cfg, jitter_scale(train["imu"])), workdir=workdir, resume=resume,
-                 desc=desc)
+                 desc=desc, fingerprint=fit_fingerprint(cfg, cache, train_idx))
     return Trained(model, result)
 
 
@@ -243,7 +262,8 @@ def fit_student(cfg: Config, cache: TokenCache, train_idx: np.ndarray, val_idx: 
                                  alpha=d.alpha, label_smoothing=smoothing), logits
 
     result = fit(model, train, val, step, settings_from(cfg, teacher=False),
-                 augment=augment, workdir=workdir, resume=resume, desc=desc)
+                 augment=augment, workdir=workdir, resume=resume, desc=desc,
+                 fingerprint=fit_fingerprint(cfg, cache, train_idx, teacher))
     return Trained(model, result)
 
 
