@@ -193,24 +193,33 @@ def test_crop_trims_at_most_the_amount_and_stretches_back():
     assert AugmentConfig().crop == 0.0                                      # off by default
 
 
-def test_teacher_crop_keeps_imu_and_skeleton_aligned():
-    """The teacher's batches get one crop for both streams: time-coded IMU and skeleton
-    windows still agree on the time of each sample afterwards."""
+T_IMU, T_SKELETON = np.linspace(0, 3, 150), np.linspace(0, 3, 75)
+
+
+def _teacher_batch_augmented(crop: float, time_warp: float) -> tuple[np.ndarray, np.ndarray]:
+    """Time-coded IMU (150 samples) and skeleton (75 frames) windows over the same 3 s,
+    through the teacher's augmentation with only crop and warp on: each stream's time
+    channel after it, (4, 150) and (4, 75)."""
     from xtinyhar.config import load_config
     from xtinyhar.train.tasks import make_augment
 
     from conftest import CONFIGS
 
     cfg = load_config(CONFIGS / "synthetic.yaml", {
-        "preproc.augment.crop": 0.2, "preproc.augment.time_warp": 0.0,
+        "preproc.augment.crop": crop, "preproc.augment.time_warp": time_warp,
         "preproc.augment.rotation_deg": 0.0, "preproc.augment.scale": 0.0, "preproc.augment.jitter": 0.0})
-    t_imu, t_skel = np.linspace(0, 3, 150), np.linspace(0, 3, 75)
-    batch = {"imu": np.tile(t_imu[None, :, None], (4, 1, 6)).astype(np.float32),
-             "skeleton": np.tile(t_skel[None, :, None, None], (4, 1, 20, 3)).astype(np.float32),
+    batch = {"imu": np.tile(T_IMU[None, :, None], (4, 1, 6)).astype(np.float32),
+             "skeleton": np.tile(T_SKELETON[None, :, None, None], (4, 1, 20, 3)).astype(np.float32),
              "label": np.zeros(4, dtype=np.int64)}
     out = make_augment(cfg, np.ones(6))(batch, np.random.default_rng(1))
-    assert not np.allclose(out["imu"], batch["imu"])                       # it did crop
-    imu_time, skeleton_time = out["imu"][:, :, 0], out["skeleton"][:, :, 0, 0]
+    return out["imu"][:, :, 0], out["skeleton"][:, :, 0, 0]
+
+
+def test_teacher_crop_keeps_imu_and_skeleton_aligned():
+    """The teacher's batches get one crop for both streams: time-coded IMU and skeleton
+    windows still agree on the time of each sample afterwards."""
+    imu_time, skeleton_time = _teacher_batch_augmented(crop=0.2, time_warp=0.0)
+    assert not np.allclose(imu_time, T_IMU[None])                         # it did crop
     expected = np.linspace(imu_time[:, 0], imu_time[:, -1], 75, axis=1)   # same span, 75 frames
     np.testing.assert_allclose(skeleton_time, expected, atol=1e-5)
 
@@ -218,21 +227,8 @@ def test_teacher_crop_keeps_imu_and_skeleton_aligned():
 def test_teacher_time_warp_keeps_imu_and_skeleton_aligned():
     """One time map for both streams: after crop and warp, the time-coded skeleton equals
     the time-coded IMU read at the skeleton's frames (75 frames over the same span)."""
-    from xtinyhar.config import load_config
-    from xtinyhar.train.tasks import make_augment
-
-    from conftest import CONFIGS
-
-    cfg = load_config(CONFIGS / "synthetic.yaml", {
-        "preproc.augment.crop": 0.2, "preproc.augment.time_warp": 0.3,
-        "preproc.augment.rotation_deg": 0.0, "preproc.augment.scale": 0.0, "preproc.augment.jitter": 0.0})
-    t_imu, t_skel = np.linspace(0, 3, 150), np.linspace(0, 3, 75)
-    batch = {"imu": np.tile(t_imu[None, :, None], (4, 1, 6)).astype(np.float32),
-             "skeleton": np.tile(t_skel[None, :, None, None], (4, 1, 20, 3)).astype(np.float32),
-             "label": np.zeros(4, dtype=np.int64)}
-    out = make_augment(cfg, np.ones(6))(batch, np.random.default_rng(1))
-    imu_time, skeleton_time = out["imu"][:, :, 0], out["skeleton"][:, :, 0, 0]
+    imu_time, skeleton_time = _teacher_batch_augmented(crop=0.2, time_warp=0.3)
     warped = np.diff(imu_time, axis=1)
     assert warped.std(axis=1).min() > 1e-3                                 # a real warp, not a stretch
-    at_frames = np.stack([np.interp(t_skel, t_imu, row) for row in imu_time])
+    at_frames = np.stack([np.interp(T_SKELETON, T_IMU, row) for row in imu_time])
     np.testing.assert_allclose(skeleton_time, at_frames, atol=2e-3)
