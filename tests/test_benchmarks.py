@@ -82,6 +82,7 @@ def test_latency_parts_graphs_compute_what_the_student_computes():
         torch.testing.assert_close(trimmed(batch), expected, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(trimmed(still), expected[:1], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(bench.Prefix(student, "transformer + head")(batch), expected)
+        torch.testing.assert_close(bench.FusedAttention(student)(batch), expected, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(bench.Prefix(student, "time embedding")(batch), student.tokenizer(batch)[0])
         n_max = student.tokenizer.patcher.n_max
         assert bench.Prefix(student, "dynamic patching")(batch).shape == (2, n_max, 20 * 16)
