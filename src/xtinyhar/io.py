@@ -39,6 +39,14 @@ def quiet_output():
             os.close(fd)
 
 
+def usual_permissions(path: str | Path) -> None:
+    """Give a file made by ``tempfile.mkstemp`` (0600) the permissions a new file gets
+    (0666 less the umask), so what we write is readable like any other file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def atomic_write(path: str | Path, write: Callable) -> None:
     """Call ``write(binary_file)`` on a temp file beside ``path``, then rename over it.
 
@@ -47,10 +55,8 @@ def atomic_write(path: str | Path, write: Callable) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
     try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
+        usual_permissions(tmp)
         with os.fdopen(fd, "wb") as handle:
             write(handle)
         os.replace(tmp, path)

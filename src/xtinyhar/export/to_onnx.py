@@ -28,7 +28,7 @@ import torch
 from xtinyhar import __version__
 from xtinyhar.errors import XTinyHARError
 from xtinyhar.export.runtime import sidecar_path
-from xtinyhar.io import write_json
+from xtinyhar.io import usual_permissions, write_json
 
 OPSET = 20   # Gelu is one node from opset 20 (five with Erf before)
 METADATA_KEY = "xtinyhar"
@@ -42,8 +42,6 @@ def describe(exc: BaseException) -> str:
     """``Type: first line of the message`` of a converter's exception, for a one-line error."""
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
-
-
 
 
 def export_metadata(payload: dict, fmt: str, precision: str) -> dict:
@@ -69,9 +67,7 @@ def export_metadata(payload: dict, fmt: str, precision: str) -> dict:
 def _temp_beside(path: Path, suffix: str) -> Path:
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(name, 0o666 & ~umask)   # mkstemp makes 0600: an exported model must be readable
+    usual_permissions(name)   # a device's service account must be able to read the model
     return Path(name)
 
 
