@@ -157,8 +157,6 @@ class HarModel:
         if imu.shape[1] != self.window:
             raise DataError(f"{source}: window of {imu.shape[1]} samples, the model expects "
                             f"{self.window} at {self.imu_hz:g} Hz")
-        if not np.issubdtype(imu.dtype, np.number):
-            raise DataError(f"{source}: values are not numbers (dtype {imu.dtype})")
         bad = ~np.isfinite(imu)
         if bad.any():
             raise DataError(f"{source}: {int(bad.sum())} NaN or infinite value(s)")
@@ -197,8 +195,8 @@ class HarModel:
             raise DataError(f"{source}: expected a (samples, {self.channels}) trial, got shape {imu.shape}")
         if len(imu) < 2:
             raise DataError(f"{source}: {len(imu)} sample(s); a trial needs at least 2")
-        if not np.issubdtype(imu.dtype, np.number) or not np.isfinite(imu).all():
-            raise DataError(f"{source}: NaN, infinite or non-numeric value(s) in the trial")
+        if not np.isfinite(imu).all():
+            raise DataError(f"{source}: NaN or infinite value(s) in the trial")
         imu = imu.astype(np.float64)
         if self.segmentation == "trial":
             return stretch(imu, self.window)[None].astype(np.float32)
