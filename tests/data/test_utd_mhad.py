@@ -160,6 +160,15 @@ def test_nan_and_inf(small_copy, bad, kind):
     one_line_error(small_copy, f"a1_s1_t2_inertial.mat: d_iner holds 1 {kind} value(s)")
 
 
+def test_value_too_large_for_float32(small_copy):
+    """Finite in the file's float64 but inf once stored as float32: refused, not passed on."""
+    path = small_copy / "inertial" / "a1_s1_t2_inertial.mat"
+    data = scipy.io.loadmat(path)["d_iner"]
+    data[10, 3] = 1e300
+    scipy.io.savemat(path, {"d_iner": data})
+    one_line_error(small_copy, "a1_s1_t2_inertial.mat: d_iner holds 1 value(s) too large for float32")
+
+
 def test_unknown_action_label(small_copy):
     for sub in ("inertial", "skeleton"):
         shutil.copy(small_copy / sub / f"a1_s1_t1_{sub}.mat", small_copy / sub / f"a28_s1_t1_{sub}.mat")

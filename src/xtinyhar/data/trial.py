@@ -65,4 +65,9 @@ def check_array(array: np.ndarray, *, name: str, source: str, ndim: int,
     if bad.any():
         kind = "NaN" if np.isnan(array).any() else "inf"
         raise DataError(f"{source}: {name} holds {int(bad.sum())} {kind} value(s)")
-    return array.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):
+        out = array.astype(np.float32, copy=False)
+    huge = ~np.isfinite(out)
+    if huge.any():
+        raise DataError(f"{source}: {name} holds {int(huge.sum())} value(s) too large for float32")
+    return out
