@@ -162,10 +162,10 @@ def _minirocket_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Pat
     if by_trial:
         train_trials = np.unique(cache.trial_index[split.train])
         model = fit_minirocket(trial_series(cache, train_trials), cache.trial_label[train_trials],
-                               seed=cfg.train.seed, threads=threads)
+                               seed=cfg.train.seed, threads=threads, n_classes=len(cache.class_names))
     else:
         model = fit_minirocket(cache.imu[split.train], cache.label[split.train], seed=cfg.train.seed,
-                               threads=threads)
+                               threads=threads, n_classes=len(cache.class_names))
     record["student_fit"] = {"model": cfg.model.student.arch,
                              "seconds": round(time.perf_counter() - fit_started, 1)}
     if by_trial:
