@@ -334,8 +334,15 @@ def run_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path
         fold_dir = run_dir / "folds" / str(split.fold)
         done = fold_dir / "metrics.json"
         if resume and done.exists():
+            record = json.loads(done.read_text())
+            expected = _fold_record(split)
+            if any(sorted(int(s) for s in record.get(key, [])) != sorted(int(s) for s in expected[key])
+                   for key in ("train_subjects", "val_subjects", "test_subjects")):
+                raise XTinyHARError(f"{done}: fold {split.fold} ran on other subjects (test "
+                                    f"{record.get('test_subjects')}) than this split's (test "
+                                    f"{expected['test_subjects']}); rerun it in another --run")
             log.info("fold %d finished earlier; skipping", split.fold)
-            records[split.fold] = json.loads(done.read_text())
+            records[split.fold] = record
             continue
         if fold_dir.exists() and not resume:
             shutil.rmtree(fold_dir)
