@@ -48,3 +48,13 @@ def test_resume_skips_a_finished_fold_only_if_it_ran_on_this_splits_subjects(sma
     finished_run(tmp_path / "swapped", cfg, [records[1], records[0], records[2]])
     with pytest.raises(XTinyHARError, match=r"folds/0/metrics.json: .*other subjects"):
         run_cv(cfg, cache, protocol="kfold", run_dir=tmp_path / "swapped", resume=True)
+
+
+@pytest.mark.parametrize("max_folds", [0, -1])
+def test_max_folds_below_one_is_refused_before_anything_runs(small, tmp_path, max_folds):
+    """--max-folds -1 used to drop the last fold silently (splits[:-1]) and report the rest
+    as the protocol's mean +- std; 0 ended in a traceback from an empty summary."""
+    cfg, cache = small
+    with pytest.raises(XTinyHARError, match=f"--max-folds {max_folds}: must be at least 1"):
+        run_cv(cfg, cache, protocol="kfold", run_dir=tmp_path / "run", max_folds=max_folds)
+    assert not (tmp_path / "run").exists()

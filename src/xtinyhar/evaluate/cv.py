@@ -304,6 +304,8 @@ def run_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path
     call that resumed a run records ``null`` (the folds' own times are in ``seconds``)."""
     if jobs < 1:
         raise XTinyHARError(f"--jobs {jobs}: must be at least 1")
+    if max_folds is not None and max_folds < 1:
+        raise XTinyHARError(f"--max-folds {max_folds}: must be at least 1")
     run_dir = Path(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise XTinyHARError(f"{run_dir}: run directory exists and is not empty; pass --resume to "
