@@ -58,3 +58,14 @@ def test_max_folds_below_one_is_refused_before_anything_runs(small, tmp_path, ma
     with pytest.raises(XTinyHARError, match=f"--max-folds {max_folds}: must be at least 1"):
         run_cv(cfg, cache, protocol="kfold", run_dir=tmp_path / "run", max_folds=max_folds)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_path_that_is_a_file_is_a_one_line_error(small, tmp_path):
+    """--run pointing at a file ended in a NotADirectoryError traceback."""
+    cfg, cache = small
+    path = tmp_path / "summary.json"
+    path.write_text("{}")
+    for resume in (False, True):
+        with pytest.raises(XTinyHARError, match="summary.json: --run must be a directory"):
+            run_cv(cfg, cache, protocol="kfold", run_dir=path, resume=resume)
+    assert path.read_text() == "{}"

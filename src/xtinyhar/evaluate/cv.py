@@ -307,6 +307,8 @@ def run_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path
     if max_folds is not None and max_folds < 1:
         raise XTinyHARError(f"--max-folds {max_folds}: must be at least 1")
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise XTinyHARError(f"{run_dir}: --run must be a directory, this is a file")
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise XTinyHARError(f"{run_dir}: run directory exists and is not empty; pass --resume to "
                             "continue it or choose another --run")
