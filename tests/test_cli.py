@@ -53,3 +53,13 @@ def test_set_overrides_config_keys(capsys):
     assert "expected KEY=VALUE" in capsys.readouterr().err
     assert main(["profile", "--config", str(CONFIGS / "synthetic.yaml"), "--set", "train.lr=[1,"]) == 2
     assert "not a valid YAML scalar" in capsys.readouterr().err
+
+
+def test_profile_refuses_counts_below_one(capsys):
+    """--runs 0 ended in a ValueError traceback from measure_latency (after the models
+    were built and profiled), --classes -1 and --joints 0 in torch RuntimeErrors."""
+    base = ["profile", "--config", str(CONFIGS / "synthetic.yaml")]
+    for flag, value in (("--runs", "0"), ("--classes", "-1"), ("--joints", "0")):
+        assert main([*base, "--latency", flag, value]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{flag} {value}: must be at least 1" in err

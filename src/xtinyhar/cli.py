@@ -187,6 +187,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from xtinyhar.models.teacher import STConvTeacher
     from xtinyhar.train.tasks import build_student, load_model, teacher_config
 
+    for flag, value in (("--runs", args.runs), ("--classes", args.classes), ("--joints", args.joints)):
+        if value < 1:
+            raise XTinyHARError(f"{flag} {value}: must be at least 1")
     models = []
     if args.model:
         for path in args.model:
