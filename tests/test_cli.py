@@ -63,3 +63,20 @@ def test_profile_refuses_counts_below_one(capsys):
         assert main([*base, "--latency", flag, value]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"{flag} {value}: must be at least 1" in err
+
+
+def test_unwritable_output_is_one_line(tmp_path, capsys):
+    """A file standing where the output's folder should be: one line naming the path."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    out = blocker / "synthetic.npz"
+    assert main(["prepare", "--config", str(CONFIGS / "synthetic.yaml"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and str(blocker) in err
+
+
+def test_no_kd_with_a_teacher_is_refused(tmp_path, capsys):
+    assert main(["train-student", "--config", str(CONFIGS / "synthetic.yaml"), "--no-kd",
+                 "--teacher", str(tmp_path / "t.pt"), "--save", str(tmp_path / "s.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--no-kd and --teacher" in err

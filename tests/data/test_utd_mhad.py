@@ -187,3 +187,18 @@ def test_skip_bad_counts_and_keeps_good_trials(small_copy):
     assert [t.trial_id for t in report.trials] == ["a1_s1_t1", "a1_s1_t3"]
     assert len(report.skipped) == 2
     assert "a1_s1_t2_inertial.mat" in report.skipped[0]
+
+
+def test_two_files_of_one_trial(small_copy):
+    """a01_s1_t1 and a1_s1_t1 name the same trial: refused, not one silently dropped."""
+    src = small_copy / "inertial" / "a1_s1_t1_inertial.mat"
+    shutil.copy(src, small_copy / "inertial" / "a01_s1_t1_inertial.mat")
+    msg = one_line_error(small_copy, "the same trial as")
+    assert "a01_s1_t1_inertial.mat" in msg and "a1_s1_t1_inertial.mat" in msg
+
+
+def test_complex_values_refused(small_copy):
+    path = small_copy / "inertial" / "a1_s1_t2_inertial.mat"
+    data = scipy.io.loadmat(path)["d_iner"].astype(np.complex128)
+    scipy.io.savemat(path, {"d_iner": data + 1j})
+    one_line_error(small_copy, "a1_s1_t2_inertial.mat: d_iner has non-real dtype complex128")

@@ -57,8 +57,8 @@ def check_array(array: np.ndarray, *, name: str, source: str, ndim: int,
     if array.ndim != ndim or tuple(array.shape[ndim - len(trailing):]) != trailing:
         want = "(" + ", ".join(["N"] * (ndim - len(trailing)) + [str(t) for t in trailing]) + ")"
         raise DataError(f"{source}: {name} has shape {array.shape}, expected {want}")
-    if not np.issubdtype(array.dtype, np.number):
-        raise DataError(f"{source}: {name} has non-numeric dtype {array.dtype}")
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise DataError(f"{source}: {name} has non-real dtype {array.dtype}")
     if array.shape[0] == 0:
         raise DataError(f"{source}: {name} is empty (0 samples)")
     bad = ~np.isfinite(array)

@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from xtinyhar.config import Config, cache_hash, config_from_dict
-from xtinyhar.data.splits import Split, make_splits
+from xtinyhar.data.splits import Split, make_splits, standard_train_subjects
 from xtinyhar.errors import XTinyHARError
 from xtinyhar.evaluate.metrics import (classification_metrics, format_summary_table,
                                        pool_trials, summarize_folds)
@@ -328,7 +328,8 @@ def run_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path
         atomic_write(saved, lambda f: f.write(text.encode()))
 
     splits = make_splits(cache.subject, protocol, folds=cfg.eval.folds, seed=cfg.train.seed,
-                         val_subjects=cfg.eval.val_subjects)
+                         val_subjects=cfg.eval.val_subjects,
+                         standard_train=standard_train_subjects(cfg.data.dataset))
     if max_folds is not None:
         splits = splits[:max_folds]
     started = time.perf_counter()
