@@ -53,3 +53,30 @@ def test_set_overrides_config_keys(capsys):
     assert "expected KEY=VALUE" in capsys.readouterr().err
     assert main(["profile", "--config", str(CONFIGS / "synthetic.yaml"), "--set", "train.lr=[1,"]) == 2
     assert "not a valid YAML scalar" in capsys.readouterr().err
+
+
+def test_profile_refuses_counts_below_one(capsys):
+    """--runs 0 ended in a ValueError traceback from measure_latency (after the models
+    were built and profiled), --classes -1 and --joints 0 in torch RuntimeErrors."""
+    base = ["profile", "--config", str(CONFIGS / "synthetic.yaml")]
+    for flag, value in (("--runs", "0"), ("--classes", "-1"), ("--joints", "0")):
+        assert main([*base, "--latency", flag, value]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{flag} {value}: must be at least 1" in err
+
+
+def test_unwritable_output_is_one_line(tmp_path, capsys):
+    """A file standing where the output's folder should be: one line naming the path."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    out = blocker / "synthetic.npz"
+    assert main(["prepare", "--config", str(CONFIGS / "synthetic.yaml"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and str(blocker) in err
+
+
+def test_no_kd_with_a_teacher_is_refused(tmp_path, capsys):
+    assert main(["train-student", "--config", str(CONFIGS / "synthetic.yaml"), "--no-kd",
+                 "--teacher", str(tmp_path / "t.pt"), "--save", str(tmp_path / "s.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--no-kd and --teacher" in err

@@ -78,10 +78,11 @@ def _cache_for(cfg, args):
 
 
 def _split(cfg, cache, args):
-    from xtinyhar.data.splits import make_splits
+    from xtinyhar.data.splits import make_splits, standard_train_subjects
 
     splits = make_splits(cache.subject, args.protocol, folds=cfg.eval.folds, seed=cfg.train.seed,
-                         val_subjects=cfg.eval.val_subjects)
+                         val_subjects=cfg.eval.val_subjects,
+                         standard_train=standard_train_subjects(cfg.data.dataset))
     if not 0 <= args.fold < len(splits):
         raise XTinyHARError(f"--fold {args.fold}: protocol {args.protocol} has folds 0..{len(splits) - 1}")
     return splits[args.fold]
@@ -138,6 +139,9 @@ def cmd_train_student(args: argparse.Namespace) -> int:
     """Train the IMU-only student (distilled from --teacher unless --no-kd) and save it."""
     from xtinyhar.train.tasks import check_teacher, fit_student, load_model, save_model
 
+    if args.no_kd and args.teacher:
+        raise XTinyHARError(f"--no-kd and --teacher {args.teacher}: choose one (a student "
+                            "without KD uses no teacher)")
     cfg = _load_cfg(args)
     cache = _cache_for(cfg, args)
     split = _split(cfg, cache, args)
@@ -187,6 +191,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from xtinyhar.models.teacher import STConvTeacher
     from xtinyhar.train.tasks import build_student, load_model, teacher_config
 
+    for flag, value in (("--runs", args.runs), ("--classes", args.classes), ("--joints", args.joints)):
+        if value < 1:
+            raise XTinyHARError(f"{flag} {value}: must be at least 1")
     models = []
     if args.model:
         for path in args.model:
@@ -539,6 +546,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except XTinyHARError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:   # an output path we cannot write: permissions, a file where a folder goes, a full disk
+        if args.verbose:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

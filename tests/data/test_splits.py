@@ -91,3 +91,18 @@ def test_validation_protocol_never_touches_the_standard_test_subjects(trial_subj
     with_val = make_splits(trial_subjects, "validation", seed=42, val_subjects=1)
     for split in with_val:
         assert len(split.val_subjects) == 1 and not set(split.val_subjects) & {2, 4, 6, 8}
+
+
+def test_standard_training_subjects_per_dataset():
+    """MM-Fit's standard split is its official one, in participants, and subject-disjoint."""
+    from xtinyhar.data.mm_fit import MM_FIT_PARTICIPANT, MM_FIT_SPLIT
+    from xtinyhar.data.splits import standard_train_subjects
+
+    assert standard_train_subjects("utd-mhad") == (1, 3, 5, 7)
+    assert standard_train_subjects("synthetic") == (1, 3, 5, 7)
+    train = standard_train_subjects("mm-fit")
+    test = {MM_FIT_PARTICIPANT[w] for w in MM_FIT_SPLIT["test"]}
+    assert train == (0, 1, 5, 6, 7, 8) and test == {2, 3, 4, 9} and not set(train) & test
+    participants = np.array(sorted(MM_FIT_PARTICIPANT.values()))
+    split, = make_splits(participants, "standard", val_subjects=0, standard_train=train)
+    assert set(participants[split.test]) == test

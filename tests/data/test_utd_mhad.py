@@ -160,6 +160,15 @@ def test_nan_and_inf(small_copy, bad, kind):
     one_line_error(small_copy, f"a1_s1_t2_inertial.mat: d_iner holds 1 {kind} value(s)")
 
 
+def test_value_too_large_for_float32(small_copy):
+    """Finite in the file's float64 but inf once stored as float32: refused, not passed on."""
+    path = small_copy / "inertial" / "a1_s1_t2_inertial.mat"
+    data = scipy.io.loadmat(path)["d_iner"]
+    data[10, 3] = 1e300
+    scipy.io.savemat(path, {"d_iner": data})
+    one_line_error(small_copy, "a1_s1_t2_inertial.mat: d_iner holds 1 value(s) too large for float32")
+
+
 def test_unknown_action_label(small_copy):
     for sub in ("inertial", "skeleton"):
         shutil.copy(small_copy / sub / f"a1_s1_t1_{sub}.mat", small_copy / sub / f"a28_s1_t1_{sub}.mat")
@@ -178,3 +187,18 @@ def test_skip_bad_counts_and_keeps_good_trials(small_copy):
     assert [t.trial_id for t in report.trials] == ["a1_s1_t1", "a1_s1_t3"]
     assert len(report.skipped) == 2
     assert "a1_s1_t2_inertial.mat" in report.skipped[0]
+
+
+def test_two_files_of_one_trial(small_copy):
+    """a01_s1_t1 and a1_s1_t1 name the same trial: refused, not one silently dropped."""
+    src = small_copy / "inertial" / "a1_s1_t1_inertial.mat"
+    shutil.copy(src, small_copy / "inertial" / "a01_s1_t1_inertial.mat")
+    msg = one_line_error(small_copy, "the same trial as")
+    assert "a01_s1_t1_inertial.mat" in msg and "a1_s1_t1_inertial.mat" in msg
+
+
+def test_complex_values_refused(small_copy):
+    path = small_copy / "inertial" / "a1_s1_t2_inertial.mat"
+    data = scipy.io.loadmat(path)["d_iner"].astype(np.complex128)
+    scipy.io.savemat(path, {"d_iner": data + 1j})
+    one_line_error(small_copy, "a1_s1_t2_inertial.mat: d_iner has non-real dtype complex128")

@@ -57,3 +57,27 @@ def test_whole_trial_minirocket_gives_each_window_its_trial_scores(tmp_path):
     for trial in np.unique(pred["trial_index"]):
         rows = pred["student_window_probs"][pred["trial_index"] == trial]
         np.testing.assert_array_equal(rows, np.repeat(rows[:1], len(rows), axis=0))
+
+
+def test_scores_have_one_column_per_class_when_a_class_is_absent_from_training():
+    """A fold whose training windows lack some classes (ridge.classes_ = [0, 2, 3] of 4):
+    column k of the scores must still be class k, or argmax names the wrong class; an absent
+    class gets probability 0 after softmax."""
+    from xtinyhar.evaluate.cv import softmax
+    from xtinyhar.evaluate.minirocket import fit_minirocket
+
+    rng = np.random.default_rng(0)
+    for present, n_classes in (([0, 2, 3], 4), ([0, 2], 3)):
+        label = np.repeat(present, 8)
+        t = np.arange(40) / 40
+        imu = (np.sin(2 * np.pi * (1 + label)[:, None, None] * t[None, :, None])
+               + 0.1 * rng.normal(size=(len(label), 40, 6))).astype(np.float32)
+        model = fit_minirocket(imu, label, seed=0, n_kernels=84, n_classes=n_classes)
+        scores = model.scores(imu)
+        assert scores.shape == (len(label), n_classes)
+        np.testing.assert_array_equal(scores.argmax(1), model.ridge.predict(
+            model.scaler.transform(model.transform.transform(
+                ((imu - model.norm.mean) / model.norm.std).transpose(0, 2, 1).astype(np.float64)))))
+        probs = softmax(scores)
+        absent = sorted(set(range(n_classes)) - set(present))
+        assert np.all(probs[:, absent] == 0) and np.allclose(probs.sum(1), 1.0)

@@ -114,3 +114,23 @@ def test_missing_and_corrupt_cache(tmp_path):
     np.savez(partial, imu=np.zeros((1, 2, 6)), meta=np.array("{}"))
     with pytest.raises(DataError, match="lacks"):
         load_token_cache(partial)
+
+
+def test_file_that_is_not_a_token_cache(tmp_path):
+    single = tmp_path / "single.npy"       # a plain .npy array, not an .npz archive
+    np.save(single, np.zeros(3))
+    with pytest.raises(DataError, match="single.npy: not a readable token cache"):
+        load_token_cache(single)
+    alien = tmp_path / "alien.npz"          # an .npz from elsewhere: extra arrays, odd meta
+    fields = {name: np.zeros(1) for name in ("imu", "label", "subject", "trial_index", "start",
+                                             "n_valid", "energy", "patch_len", "tokens",
+                                             "token_mask", "token_centre", "token_width",
+                                             "trial_id", "trial_label", "trial_subject",
+                                             "trial_placement")}
+    np.savez(alien, meta=np.array("{}"), extra=np.zeros(1), **fields)
+    with pytest.raises(DataError, match="alien.npz: .*extra"):
+        load_token_cache(alien)
+    odd_meta = tmp_path / "odd_meta.npz"
+    np.savez(odd_meta, meta=np.array("3"), **fields)
+    with pytest.raises(DataError, match="odd_meta.npz: not a readable token cache"):
+        load_token_cache(odd_meta)

@@ -159,3 +159,15 @@ def test_mean_baseline_comes_from_training_windows_not_normalisation(utd_cache):
     rows = np.isin(utd_cache.subject, [1, 3, 5, 7])
     np.testing.assert_allclose(mean, utd_cache.imu[rows].reshape(-1, 6).mean(0), rtol=1e-4)
     assert np.abs(mean[:3]).max() > 0.3           # gravity shows: not the zero window
+
+
+def test_explain_out_that_is_a_file_is_a_one_line_error(tmp_path):
+    """--out naming an existing file ended in a FileExistsError traceback from mkdir."""
+    from xtinyhar.errors import XTinyHARError
+    from xtinyhar.xai.explain import explain
+
+    path = tmp_path / "xai.png"
+    path.write_bytes(b"x")
+    with pytest.raises(XTinyHARError, match="xai.png: --out must be a folder"):
+        explain(student(), {"train_subjects": [1]}, None, path)
+    assert path.read_bytes() == b"x"

@@ -27,6 +27,21 @@ from xtinyhar.errors import XTinyHARError
 UTD_MHAD_STANDARD_TRAIN = (1, 3, 5, 7)
 
 
+def standard_train_subjects(dataset: str) -> tuple[int, ...]:
+    """Training subjects of a dataset's ``standard`` protocol (everyone else is tested).
+
+    UTD-MHAD (and the synthetic set, numbered alike): 1, 3, 5, 7. MM-Fit's subjects are
+    participants (see ``load_dataset``); its official split is by workout, and the
+    participants of its train and val workouts (0, 1, 5, 6, 7, 8) never appear in its
+    cross-subject test workouts (2, 3, 4, 9), so those are its standard training subjects.
+    """
+    if dataset == "mm-fit":
+        from xtinyhar.data.mm_fit import MM_FIT_PARTICIPANT, MM_FIT_SPLIT
+        workouts = MM_FIT_SPLIT["train"] + MM_FIT_SPLIT["val"]
+        return tuple(sorted({MM_FIT_PARTICIPANT[w] for w in workouts}))
+    return UTD_MHAD_STANDARD_TRAIN
+
+
 @dataclass(frozen=True)
 class Split:
     """Indices of one fold. ``train`` excludes ``val``; all three are subject-disjoint."""

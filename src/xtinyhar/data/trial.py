@@ -57,12 +57,17 @@ def check_array(array: np.ndarray, *, name: str, source: str, ndim: int,
     if array.ndim != ndim or tuple(array.shape[ndim - len(trailing):]) != trailing:
         want = "(" + ", ".join(["N"] * (ndim - len(trailing)) + [str(t) for t in trailing]) + ")"
         raise DataError(f"{source}: {name} has shape {array.shape}, expected {want}")
-    if not np.issubdtype(array.dtype, np.number):
-        raise DataError(f"{source}: {name} has non-numeric dtype {array.dtype}")
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise DataError(f"{source}: {name} has non-real dtype {array.dtype}")
     if array.shape[0] == 0:
         raise DataError(f"{source}: {name} is empty (0 samples)")
     bad = ~np.isfinite(array)
     if bad.any():
         kind = "NaN" if np.isnan(array).any() else "inf"
         raise DataError(f"{source}: {name} holds {int(bad.sum())} {kind} value(s)")
-    return array.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):
+        out = array.astype(np.float32, copy=False)
+    huge = ~np.isfinite(out)
+    if huge.any():
+        raise DataError(f"{source}: {name} holds {int(huge.sum())} value(s) too large for float32")
+    return out

@@ -80,7 +80,11 @@ def _index(folder: Path, modality: str) -> dict[tuple[int, int, int], Path]:
         action, subject, trial = (int(g) for g in match.groups()[:3])
         if not 1 <= action <= len(UTD_MHAD_CLASSES):
             raise DataError(f"{path}: unknown action a{action}; UTD-MHAD has a1..a{len(UTD_MHAD_CLASSES)}")
-        found[(action, subject, trial)] = path
+        key = (action, subject, trial)
+        if key in found:
+            raise DataError(f"{path}: the same trial as {found[key].name} (a{action} s{subject} "
+                            f"t{trial}); remove one of them")
+        found[key] = path
     return found
 
 

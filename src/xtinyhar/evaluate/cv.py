@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from xtinyhar.config import Config, cache_hash, config_from_dict
-from xtinyhar.data.splits import Split, make_splits
+from xtinyhar.data.splits import Split, make_splits, standard_train_subjects
 from xtinyhar.errors import XTinyHARError
 from xtinyhar.evaluate.metrics import (classification_metrics, format_summary_table,
                                        pool_trials, summarize_folds)
@@ -162,10 +162,10 @@ def _minirocket_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Pat
     if by_trial:
         train_trials = np.unique(cache.trial_index[split.train])
         model = fit_minirocket(trial_series(cache, train_trials), cache.trial_label[train_trials],
-                               seed=cfg.train.seed, threads=threads)
+                               seed=cfg.train.seed, threads=threads, n_classes=len(cache.class_names))
     else:
         model = fit_minirocket(cache.imu[split.train], cache.label[split.train], seed=cfg.train.seed,
-                               threads=threads)
+                               threads=threads, n_classes=len(cache.class_names))
     record["student_fit"] = {"model": cfg.model.student.arch,
                              "seconds": round(time.perf_counter() - fit_started, 1)}
     if by_trial:
@@ -304,7 +304,11 @@ def run_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path
     call that resumed a run records ``null`` (the folds' own times are in ``seconds``)."""
     if jobs < 1:
         raise XTinyHARError(f"--jobs {jobs}: must be at least 1")
+    if max_folds is not None and max_folds < 1:
+        raise XTinyHARError(f"--max-folds {max_folds}: must be at least 1")
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise XTinyHARError(f"{run_dir}: --run must be a directory, this is a file")
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise XTinyHARError(f"{run_dir}: run directory exists and is not empty; pass --resume to "
                             "continue it or choose another --run")
@@ -324,7 +328,8 @@ def run_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path
         atomic_write(saved, lambda f: f.write(text.encode()))
 
     splits = make_splits(cache.subject, protocol, folds=cfg.eval.folds, seed=cfg.train.seed,
-                         val_subjects=cfg.eval.val_subjects)
+                         val_subjects=cfg.eval.val_subjects,
+                         standard_train=standard_train_subjects(cfg.data.dataset))
     if max_folds is not None:
         splits = splits[:max_folds]
     started = time.perf_counter()
@@ -334,8 +339,15 @@ def run_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path
         fold_dir = run_dir / "folds" / str(split.fold)
         done = fold_dir / "metrics.json"
         if resume and done.exists():
+            record = json.loads(done.read_text())
+            expected = _fold_record(split)
+            if any(sorted(int(s) for s in record.get(key, [])) != sorted(int(s) for s in expected[key])
+                   for key in ("train_subjects", "val_subjects", "test_subjects")):
+                raise XTinyHARError(f"{done}: fold {split.fold} ran on other subjects (test "
+                                    f"{record.get('test_subjects')}) than this split's (test "
+                                    f"{expected['test_subjects']}); rerun it in another --run")
             log.info("fold %d finished earlier; skipping", split.fold)
-            records[split.fold] = json.loads(done.read_text())
+            records[split.fold] = record
             continue
         if fold_dir.exists() and not resume:
             shutil.rmtree(fold_dir)

@@ -32,12 +32,19 @@ class MiniRocketModel:
     transform: object          # aeon MiniRocket, fitted
     scaler: object             # sklearn StandardScaler on the features
     ridge: object              # sklearn RidgeClassifierCV
+    n_classes: int | None = None   # K; None: the classes seen in training
 
     def scores(self, imu: np.ndarray) -> np.ndarray:
-        """(N, W, C) raw windows -> (N, K) ridge decision scores."""
+        """(N, W, C) raw windows -> (N, K) ridge decision scores; column k is class k, and a
+        class absent from the training windows scores -inf (softmax probability 0)."""
         features = self.transform.transform(_to_aeon(imu, self.norm))
         scores = np.asarray(self.ridge.decision_function(self.scaler.transform(features)))
-        return np.stack([-scores, scores], axis=1) if scores.ndim == 1 else scores   # 2 classes
+        scores = np.stack([-scores, scores], axis=1) if scores.ndim == 1 else scores   # 2 classes
+        if self.n_classes is None:
+            return scores
+        full = np.full((len(scores), self.n_classes), -np.inf)
+        full[:, self.ridge.classes_] = scores        # ridge columns follow its sorted classes_
+        return full
 
 
 def _to_aeon(imu: np.ndarray, norm: NormStats) -> np.ndarray:
@@ -46,7 +53,7 @@ def _to_aeon(imu: np.ndarray, norm: NormStats) -> np.ndarray:
 
 
 def fit_minirocket(imu: np.ndarray, label: np.ndarray, *, seed: int, n_kernels: int = 10_000,
-                   threads: int = 1) -> MiniRocketModel:
+                   threads: int = 1, n_classes: int | None = None) -> MiniRocketModel:
     from aeon.transformations.collection.convolution_based import MiniRocket
     from sklearn.linear_model import RidgeClassifierCV
     from sklearn.preprocessing import StandardScaler
@@ -56,7 +63,7 @@ def fit_minirocket(imu: np.ndarray, label: np.ndarray, *, seed: int, n_kernels: 
     features = transform.fit_transform(_to_aeon(imu, norm))
     scaler = StandardScaler().fit(features)
     ridge = RidgeClassifierCV(alphas=np.logspace(-3, 3, 10)).fit(scaler.transform(features), label)
-    return MiniRocketModel(norm, transform, scaler, ridge)
+    return MiniRocketModel(norm, transform, scaler, ridge, n_classes)
 
 
 def trial_series(cache, trials: np.ndarray, length: int = TRIAL_LENGTH) -> np.ndarray:

@@ -131,9 +131,14 @@ def load_token_cache(path: str | Path, cfg: Config | None = None) -> TokenCache:
     if not path.is_file():
         raise DataError(f"{path}: token cache not found; build it with `xtinyhar prepare`")
     try:
-        with np.load(path, allow_pickle=False) as content:
+        content = np.load(path, allow_pickle=False)
+        if not isinstance(content, np.lib.npyio.NpzFile):   # a single .npy array
+            raise ValueError("a single array, not an .npz archive")
+        with content:
             arrays = {name: content[name] for name in content.files}
         meta = json.loads(str(arrays.pop("meta")))
+        if not isinstance(meta, dict):
+            raise ValueError("meta is not a JSON object")
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: not a readable token cache ({exc})") from None
     expected = {f.name for f in fields(TokenCache)} - {"meta", "skeleton"}
@@ -141,6 +146,9 @@ def load_token_cache(path: str | Path, cfg: Config | None = None) -> TokenCache:
     if missing:
         raise DataError(f"{path}: token cache lacks {', '.join(sorted(missing))}; rebuild it "
                         "with `xtinyhar prepare`")
+    unknown = set(arrays) - expected - {"skeleton"}
+    if unknown:
+        raise DataError(f"{path}: not a token cache: unknown array(s) {', '.join(sorted(unknown))}")
     if cfg is not None and meta.get("config_hash") != cache_hash(cfg):
         raise StaleCacheError(
             f"{path}: stale token cache: built from a config with hash {meta.get('config_hash')}, "

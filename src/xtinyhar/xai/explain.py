@@ -161,6 +161,9 @@ def explain(student, payload: dict, cache, out: str | Path, *, teacher=None, com
             baseline_kind: str = "mean", seed: int = 0) -> dict:
     """Write the explanation files of ``student`` into ``out``; returns the summary."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        from xtinyhar.errors import XTinyHARError
+        raise XTinyHARError(f"{out}: --out must be a folder, this is a file")
     out.mkdir(parents=True, exist_ok=True)
     index = choose_windows(cache, payload["train_subjects"], classes, max_windows, seed,
                            payload.get("val_subjects", []), payload.get("test_subjects"))

@@ -1,0 +1,71 @@
+"""The cross-validation driver (xtinyhar.evaluate.cv) without training: what --resume
+accepts as a finished fold, and arguments refused before any work starts."""
+
+import json
+
+import pytest
+import yaml
+
+from xtinyhar.config import load_config
+from xtinyhar.data import load_dataset
+from xtinyhar.data.splits import make_splits
+from xtinyhar.errors import XTinyHARError
+from xtinyhar.evaluate.cv import _fold_record, run_cv
+from xtinyhar.preprocess.tokens import build_token_cache
+
+from conftest import CONFIGS
+
+
+@pytest.fixture(scope="module")
+def small():
+    cfg = load_config(CONFIGS / "synthetic.yaml", {
+        "eval.folds": 3, "train.threads": 1, "data.synthetic.subjects": 6,
+        "data.synthetic.trials_per_class": 2})
+    report = load_dataset(cfg)
+    return cfg, build_token_cache(cfg, report.trials, report.class_names)
+
+
+def finished_run(run, cfg, records):
+    """A run directory whose folds all look finished (metrics.json written)."""
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(
+        {"config": cfg.to_dict(), "protocol": "kfold", "kd": True}, sort_keys=False))
+    for k, record in enumerate(records):
+        (run / "folds" / str(k)).mkdir(parents=True)
+        (run / "folds" / str(k) / "metrics.json").write_text(json.dumps(record))
+
+
+def test_resume_skips_a_finished_fold_only_if_it_ran_on_this_splits_subjects(small, tmp_path):
+    cfg, cache = small
+    splits = make_splits(cache.subject, "kfold", folds=cfg.eval.folds, seed=cfg.train.seed,
+                         val_subjects=cfg.eval.val_subjects)
+    records = [{**_fold_record(s), "seconds": 1.0} for s in splits]
+    finished_run(tmp_path / "same", cfg, records)
+    summary = run_cv(cfg, cache, protocol="kfold", run_dir=tmp_path / "same", resume=True)
+    assert summary["folds"] == 3
+    # folds 0 and 1 swapped (another partition of the subjects, e.g. from another library
+    # version): reusing them would test some subjects twice and others never
+    finished_run(tmp_path / "swapped", cfg, [records[1], records[0], records[2]])
+    with pytest.raises(XTinyHARError, match=r"folds/0/metrics.json: .*other subjects"):
+        run_cv(cfg, cache, protocol="kfold", run_dir=tmp_path / "swapped", resume=True)
+
+
+@pytest.mark.parametrize("max_folds", [0, -1])
+def test_max_folds_below_one_is_refused_before_anything_runs(small, tmp_path, max_folds):
+    """--max-folds -1 used to drop the last fold silently (splits[:-1]) and report the rest
+    as the protocol's mean +- std; 0 ended in a traceback from an empty summary."""
+    cfg, cache = small
+    with pytest.raises(XTinyHARError, match=f"--max-folds {max_folds}: must be at least 1"):
+        run_cv(cfg, cache, protocol="kfold", run_dir=tmp_path / "run", max_folds=max_folds)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_path_that_is_a_file_is_a_one_line_error(small, tmp_path):
+    """--run pointing at a file ended in a NotADirectoryError traceback."""
+    cfg, cache = small
+    path = tmp_path / "summary.json"
+    path.write_text("{}")
+    for resume in (False, True):
+        with pytest.raises(XTinyHARError, match="summary.json: --run must be a directory"):
+            run_cv(cfg, cache, protocol="kfold", run_dir=path, resume=resume)
+    assert path.read_text() == "{}"
