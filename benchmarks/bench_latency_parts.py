@@ -12,12 +12,14 @@ shows each stage's share as the difference to the previous prefix. Then:
 - the transformer blocks + head alone on N = n_max, ..., 5 tokens (no padding mask, so a
   little less work than the model's blocks): what a graph that only computed the real
   tokens of a coarsely patched (still) window would pay for them;
-- such a graph, "real tokens only" (each batch cut to its longest real token count, a
-  data-dependent shape), attention as ONNX's fused ``Attention`` operator (opset 23), and
-  the static graph after ONNX Runtime's offline transformer optimizer, each checked against
-  the model window by window (logits within 1e-4; the real-tokens module in PyTorch too)
-  and timed against the static graph on every held-out window in turn, the graphs
-  alternating round by round (median and p95 over all calls).
+- the training form exported as it is (all token slots, every step of the forward pass)
+  against: the deployed form that ``xtinyhar export`` writes (:mod:`xtinyhar.export.fold`:
+  what depends only on the patch length computed once at export), a graph "real tokens
+  only" (each batch cut to its longest real token count, a data-dependent shape), attention
+  as ONNX's fused ``Attention`` operator (opset 23), and the training form after ONNX
+  Runtime's offline transformer optimizer; each checked against the model window by window
+  (logits within 1e-4; the real-tokens module in PyTorch too) and timed on every held-out
+  window in turn, the graphs alternating round by round (median and p95 over all calls).
 
 Every graph has the deployed graph's dynamic batch axis and is fed one window.
 
@@ -41,6 +43,7 @@ from xtinyhar.config import config_from_dict
 from xtinyhar.data import load_dataset
 from xtinyhar.evaluate.profile import measure_latency
 from xtinyhar.io import quiet_output
+from xtinyhar.export.fold import DeployStudent
 from xtinyhar.export.to_onnx import OPSET, held_out_and_training, onnx_session, quiet_exporter
 from xtinyhar.models.layers import attention_bias, lookup, masked_mean
 from xtinyhar.preprocess.tokens import build_token_cache
@@ -243,7 +246,9 @@ def report_parts(student: nn.Module, windows: np.ndarray, work: Path, args) -> i
 
     trimmed = RealTokensOnly(student).eval()
     static = export(student, batch_of(windows), work / "static.onnx")
-    graphs = {"static graph (all token slots)": static,
+    graphs = {"training form (all token slots)": static,
+              "deployed form (xtinyhar export)": export(DeployStudent(student), batch_of(windows),
+                                                        work / "deployed.onnx"),
               "real tokens only": export(trimmed, batch_of(windows), work / "dynamic.onnx"),
               "Attention operator (opset 23)": export(FusedAttention(student), batch_of(windows),
                                                        work / "fused.onnx", opset=23),

@@ -110,3 +110,11 @@ class DeployStudent(nn.Module):
             x, _ = block(x, bias)
         pooled = (self.norm(x) * lookup(self.pool_weight, row)).sum(dim=1)   # (B, D)
         return self.head(pooled)
+
+
+def deploy_form(model: nn.Module) -> nn.Module:
+    """What an exporter should convert: the folded student for an Inertial Transformer,
+    any other model (baselines) as it is."""
+    from xtinyhar.models.student import InertialTransformer
+
+    return DeployStudent(model) if isinstance(model, InertialTransformer) else model

@@ -27,6 +27,7 @@ import torch
 
 from xtinyhar import __version__
 from xtinyhar.errors import XTinyHARError
+from xtinyhar.export.fold import deploy_form
 from xtinyhar.export.runtime import sidecar_path
 from xtinyhar.io import usual_permissions, write_json
 
@@ -114,8 +115,10 @@ def converting(out: Path, what: str):
 
 
 def export_onnx(model: torch.nn.Module, out: str | Path, metadata: dict) -> Path:
-    """Export ``model`` (IMU-only: ``model(imu) -> logits``) to ``out`` with a dynamic batch."""
+    """Export ``model`` (IMU-only: ``model(imu) -> logits``) to ``out`` with a dynamic batch;
+    a student in its deployed form (:mod:`xtinyhar.export.fold`)."""
     out = Path(out)
+    model = deploy_form(model.eval())
     example = torch.zeros(2, metadata["window"], metadata["channels"])
     with converting(out, "ONNX export") as tmp:
         quiet_exporter()

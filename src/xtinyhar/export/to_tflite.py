@@ -20,6 +20,7 @@ import torch
 
 from xtinyhar.export.to_onnx import (Backend, ExportError, _temp_beside, converting, describe,
                                      export_with_checks, sidecar_path)
+from xtinyhar.export.fold import deploy_form
 from xtinyhar.io import quiet_output, write_json
 
 
@@ -35,7 +36,8 @@ def _require():
 
 
 def export_tflite(model: torch.nn.Module, out: str | Path, metadata: dict) -> Path:
-    """Convert ``model(imu) -> logits`` for one (1, W, C) window to a .tflite file."""
+    """Convert ``model(imu) -> logits`` for one (1, W, C) window to a .tflite file (a
+    student in its deployed form, :mod:`xtinyhar.export.fold`)."""
     _require()
     import litert_torch
 
@@ -47,7 +49,7 @@ def export_tflite(model: torch.nn.Module, out: str | Path, metadata: dict) -> Pa
             logging.getLogger(name).setLevel(logging.ERROR)
         with warnings.catch_warnings(), quiet_output():   # the converter's progress report
             warnings.simplefilter("ignore")
-            litert_torch.convert(model.eval(), (example,)).export(str(tmp))
+            litert_torch.convert(deploy_form(model.eval()), (example,)).export(str(tmp))
         write_json(sidecar_path(out), metadata)
         os.replace(tmp, out)
     return out
