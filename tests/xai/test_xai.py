@@ -171,3 +171,35 @@ def test_explain_out_that_is_a_file_is_a_one_line_error(tmp_path):
     with pytest.raises(XTinyHARError, match="xai.png: --out must be a folder"):
         explain(student(), {"train_subjects": [1]}, None, path)
     assert path.read_bytes() == b"x"
+
+
+def test_deletion_keeps_each_windows_patch_length():
+    """Deleting steps (by the training mean) changes motion energy and so the patch length
+    the model would pick; every point of the curve must use the window's own, as IG does."""
+    from xtinyhar.xai.deletion import FRACTIONS, area_under_curve, deletion_curve
+
+    model = student()
+    imu = windows(6)
+    patcher = model.tokenizer.patcher
+    own = patcher.patch_length(torch.from_numpy(imu))
+    baseline = make_baseline(imu, "mean", train_mean=np.array([0, 0, 1.0, 0, 0, 0]))
+    assert not torch.equal(patcher.patch_length(torch.from_numpy(baseline)), own)
+
+    class Spy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tokenizer, self.seen = model.tokenizer, []
+
+        def forward(self, x, patch_len=None):
+            self.seen.append(patch_len)
+            return model(x, patch_len=patch_len)
+
+    spy = Spy()
+    with torch.no_grad():
+        labels = model(torch.from_numpy(imu)).argmax(1).numpy()
+    importance = np.random.default_rng(0).random(imu.shape[:2])
+    curve = deletion_curve(spy, imu, labels, importance, baseline)
+    assert len(spy.seen) == len(FRACTIONS)
+    assert all(seen is not None and torch.equal(seen, own) for seen in spy.seen)
+    assert curve[0] == 1.0                                   # nothing removed: its own predictions
+    assert 0.0 <= area_under_curve(FRACTIONS, curve) <= 1.0
