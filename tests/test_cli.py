@@ -80,3 +80,10 @@ def test_no_kd_with_a_teacher_is_refused(tmp_path, capsys):
                  "--teacher", str(tmp_path / "t.pt"), "--save", str(tmp_path / "s.pt")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--no-kd and --teacher" in err
+
+
+def test_profile_refuses_a_skeleton_without_its_hip_joint(capsys):
+    assert main(["profile", "--config", str(CONFIGS / "synthetic.yaml"), "--classes", "6",
+                 "--joints", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "hip joint 3" in err

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xtinyhar.errors import ConfigError
 from xtinyhar.models.layers import Block, ImuTokenizer, TimeEmbedding, attention_bias, masked_mean
 
 
@@ -51,6 +52,11 @@ class TeacherModelConfig:
     norm_std: list[float] = field(default_factory=list)
     skeleton_mean: list[float] = field(default_factory=list)    # per joint coordinate (J*3)
     skeleton_std: list[float] = field(default_factory=list)
+
+    def __post_init__(self):
+        if not 0 <= self.hip_joint < self.joints:
+            raise ConfigError(f"teacher: hip joint {self.hip_joint} is not one of the skeleton's "
+                              f"{self.joints} joints (0..{self.joints - 1})")
 
     def to_dict(self) -> dict:
         return asdict(self)
