@@ -119,3 +119,40 @@ def test_jitter_follows_the_training_channels_std_even_without_normalisation(utd
     expected = utd_cache.imu[train].reshape(-1, 6).std(axis=0)
     np.testing.assert_allclose(seen[0], expected, rtol=1e-3)
     assert seen[0][3:].min() > 10                                # gyro channels in deg/s
+
+
+def test_attention_transfer_step_updates_the_students_batchnorm_once(monkeypatch):
+    """With distill.attention_weight the student's padding mask must come without a second
+    train-mode pass through its tokenizer: that pass moved the conv stem's BatchNorm running
+    statistics twice per batch (num_batches_tracked 2 after one step)."""
+    import copy
+    from types import SimpleNamespace
+
+    from xtinyhar.config import config_from_dict
+    from xtinyhar.models.teacher import STConvTeacher, TeacherModelConfig
+    from xtinyhar.train import tasks
+    from xtinyhar.train.loop import to_tensors
+
+    rng = np.random.default_rng(0)
+    n, W, T, J = 8, 50, 25, 20
+    cache = SimpleNamespace(imu=rng.normal(size=(n, W, 6)).astype(np.float32),
+                            skeleton=rng.normal(size=(n, T, J, 3)).astype(np.float32),
+                            label=np.arange(n) % 3, class_names=list("abc"), meta={"config_hash": "x"})
+    cfg = config_from_dict({"data": {"window": W}, "model": {"teacher": {"skeleton_tokens": 5}},
+                            "distill": {"attention_weight": 0.5}})
+    torch.manual_seed(0)
+    teacher = STConvTeacher(TeacherModelConfig(n_classes=3, window=W, skeleton_frames=T, joints=J,
+                                               dim=16, depth=1, heads=2, skeleton_tokens=5,
+                                               stem_channels=4)).eval()
+    seen = {}
+    monkeypatch.setattr(tasks, "fit", lambda model, train, val, step, *a, **k:
+                        seen.update(model=model, train=train, step=step))
+    tasks.fit_student(cfg, cache, np.arange(n), np.array([], dtype=np.int64), teacher=teacher)
+    model, batch = seen["model"].train(), to_tensors(seen["train"])
+    reference = copy.deepcopy(model)
+    seen["step"](model, batch)
+    reference(batch["imu"])
+    stem = dict(model.tokenizer.stem.named_buffers())
+    assert stem, "the student needs a BatchNorm stem for this test to mean anything"
+    for name, value in reference.tokenizer.stem.named_buffers():
+        torch.testing.assert_close(stem[name], value, msg=name)

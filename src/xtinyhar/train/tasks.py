@@ -251,7 +251,8 @@ def fit_student(cfg: Config, cache: TokenCache, train_idx: np.ndarray, val_idx: 
             with torch.no_grad():
                 teacher.eval()
                 _, teacher_maps = teacher(batch["imu"], batch["skeleton"], return_attention=True)
-                _, mask, _ = m.tokenizer(batch["imu"])
+                patcher = m.tokenizer.patcher      # not m.tokenizer: its stem's BatchNorm would update again
+                mask = patcher.token_mask[patcher.row(batch["imu"])]             # (B, N)
             loss = distillation_loss(logits, batch["teacher_logits"], batch["label"], T=d.T,
                                      alpha=d.alpha, label_smoothing=smoothing)
             loss = loss + d.attention_weight * attention_transfer_loss(
