@@ -306,11 +306,16 @@ def load_model(path: str | Path, kind: str | None = None) -> tuple[torch.nn.Modu
         raise DataError(f"{path}: not an XTinyHAR model checkpoint")
     if kind is not None and payload["kind"] != kind:
         raise DataError(f"{path}: is a {payload['kind']} checkpoint, expected a {kind}")
-    if payload["kind"] == "teacher":
-        model = STConvTeacher.from_config(payload["model_config"])
-    elif payload["model_config"].get("arch", "transformer") != "transformer":
-        model = build_baseline(payload["model_config"])
-    else:
-        model = InertialTransformer.from_config(payload["model_config"])
-    model.load_state_dict(payload["state_dict"])
+    try:
+        if payload["kind"] == "teacher":
+            model = STConvTeacher.from_config(payload["model_config"])
+        elif payload["model_config"].get("arch", "transformer") != "transformer":
+            model = build_baseline(payload["model_config"])
+        else:
+            model = InertialTransformer.from_config(payload["model_config"])
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError, XTinyHARError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: its model config and weights do not rebuild a model "
+                        f"({reason[:200]}); was it written by another version?") from None
     return model.eval(), payload
