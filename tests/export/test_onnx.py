@@ -387,3 +387,18 @@ def test_metadata_that_does_not_match_the_model_file_is_a_clear_error(student, t
             HarModel(odd)
     sidecar_path(odd).write_text(json.dumps(meta))
     assert HarModel(odd).window == 100
+
+
+def test_metadata_that_is_not_a_json_object_is_a_clear_error(student, tmp_path):
+    import shutil
+
+    odd = tmp_path / "odd.onnx"
+    shutil.copy(student["onnx"], odd)
+    for text in ("null", "3", '"window stride"', "[]"):
+        sidecar_path(odd).write_text(text)
+        with pytest.raises(DataError, match=r"odd\.onnx\.json: "):
+            HarModel(odd)
+    sidecar_path(odd).unlink()
+    (tmp_path / "odd.json").write_text("[1, 2]")          # an older <stem>.json: named too
+    with pytest.raises(DataError, match=r"odd\.json: not XTinyHAR metadata"):
+        HarModel(odd)

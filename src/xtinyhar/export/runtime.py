@@ -45,9 +45,13 @@ def sidecar_path(model_path: str | Path) -> Path:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        metadata = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(metadata, dict):
+        raise DataError(f"{path}: not XTinyHAR metadata (a JSON {type(metadata).__name__}, "
+                        "expected an object)")
+    return metadata
 
 
 def as_numeric(values, source: str) -> np.ndarray:
@@ -78,9 +82,12 @@ def read_metadata(path: Path, session=None) -> dict:
         custom = session.get_modelmeta().custom_metadata_map
         if METADATA_KEY in custom:
             try:
-                return json.loads(custom[METADATA_KEY])
+                metadata = json.loads(custom[METADATA_KEY])
             except json.JSONDecodeError:
                 raise DataError(f"{path}: the metadata inside the file is not valid JSON") from None
+            if not isinstance(metadata, dict):
+                raise DataError(f"{path}: the metadata inside the file is not a JSON object")
+            return metadata
     raise DataError(f"{path}: no XTinyHAR metadata (expected {sidecar.name} beside it); "
                     "export the model with `xtinyhar export`")
 
