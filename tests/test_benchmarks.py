@@ -86,3 +86,38 @@ def test_latency_parts_graphs_compute_what_the_student_computes():
         torch.testing.assert_close(bench.Prefix(student, "time embedding")(batch), student.tokenizer(batch)[0])
         n_max = student.tokenizer.patcher.n_max
         assert bench.Prefix(student, "dynamic patching")(batch).shape == (2, n_max, 20 * 16)
+
+
+def test_latency_parts_refuses_a_graph_whose_logits_are_nan(monkeypatch, tmp_path):
+    """The check before timing must fail for a graph giving NaN logits (NaN compares false
+    with everything, so a plain max() of the differences would drop it)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from xtinyhar.models.student import InertialTransformer, StudentModelConfig
+
+    bench = _benchmark("bench_latency_parts")
+    torch.manual_seed(0)
+    student = InertialTransformer(StudentModelConfig(n_classes=5, window=150, dim=32, heads=4)).eval()
+
+    class Session:   # stands in for ONNX Runtime: the model's logits, or NaN for one graph
+        def __init__(self, path, threads=1):
+            self.broken = Path(path).name == "deployed.onnx"
+
+        def run(self, _, feed):
+            with torch.no_grad():
+                logits = student(torch.from_numpy(feed["x"])).numpy()
+            return [np.full_like(logits, np.nan) if self.broken else logits]
+
+    monkeypatch.setattr(bench, "export", lambda module, example, path, opset=None: path)
+    monkeypatch.setattr(bench, "transformer_optimized", lambda path, student, out: out)
+    monkeypatch.setattr(bench, "ort_median", lambda path, x, runs: 0.1)
+    monkeypatch.setattr(bench, "onnx_session", Session)
+    monkeypatch.setattr(bench, "cycle", lambda paths, windows: {})
+    windows = np.random.default_rng(0).normal(size=(3, 150, 6)).astype(np.float32)
+    args = SimpleNamespace(model="student.pt", runs=1)
+    assert bench.report_parts(student, windows, tmp_path, args) == 1
+    monkeypatch.setattr(bench, "onnx_session", lambda path, threads=1: Session("fine.onnx"))
+    assert bench.report_parts(student, windows, tmp_path, args) == 0

@@ -369,3 +369,36 @@ def test_a_recorded_test_side_limits_the_held_out_windows(utd_cache):
     assert set(np.unique(utd_cache.subject[held_out])) == {7}
     chosen = choose_windows(utd_cache, [1, 3, 5], None, 50, test_subjects=[7])
     assert set(np.unique(utd_cache.subject[chosen])) == {7}
+
+
+def test_metadata_that_does_not_match_the_model_file_is_a_clear_error(student, tmp_path):
+    """A sidecar left from another export (another window, channel count or class list)
+    must not reach ONNX Runtime as a wrong-shaped input or label another model's classes."""
+    import shutil
+
+    odd = tmp_path / "stale.onnx"
+    shutil.copy(student["onnx"], odd)
+    meta = json.loads(sidecar_path(student["onnx"]).read_text())
+    for change, message in (({"window": 150}, "window 150 .*model file has 100"),
+                            ({"channels": 3}, "channels 3 .*model file has 6"),
+                            ({"class_names": meta["class_names"][:-1]}, "classes 26 .*model file has 27")):
+        sidecar_path(odd).write_text(json.dumps({**meta, **change}))
+        with pytest.raises(DataError, match=rf"stale\.onnx: .*{message}"):
+            HarModel(odd)
+    sidecar_path(odd).write_text(json.dumps(meta))
+    assert HarModel(odd).window == 100
+
+
+def test_metadata_that_is_not_a_json_object_is_a_clear_error(student, tmp_path):
+    import shutil
+
+    odd = tmp_path / "odd.onnx"
+    shutil.copy(student["onnx"], odd)
+    for text in ("null", "3", '"window stride"', "[]"):
+        sidecar_path(odd).write_text(text)
+        with pytest.raises(DataError, match=r"odd\.onnx\.json: "):
+            HarModel(odd)
+    sidecar_path(odd).unlink()
+    (tmp_path / "odd.json").write_text("[1, 2]")          # an older <stem>.json: named too
+    with pytest.raises(DataError, match=r"odd\.json: not XTinyHAR metadata"):
+        HarModel(odd)

@@ -45,9 +45,13 @@ def sidecar_path(model_path: str | Path) -> Path:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        metadata = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(metadata, dict):
+        raise DataError(f"{path}: not XTinyHAR metadata (a JSON {type(metadata).__name__}, "
+                        "expected an object)")
+    return metadata
 
 
 def as_numeric(values, source: str) -> np.ndarray:
@@ -78,9 +82,12 @@ def read_metadata(path: Path, session=None) -> dict:
         custom = session.get_modelmeta().custom_metadata_map
         if METADATA_KEY in custom:
             try:
-                return json.loads(custom[METADATA_KEY])
+                metadata = json.loads(custom[METADATA_KEY])
             except json.JSONDecodeError:
                 raise DataError(f"{path}: the metadata inside the file is not valid JSON") from None
+            if not isinstance(metadata, dict):
+                raise DataError(f"{path}: the metadata inside the file is not a JSON object")
+            return metadata
     raise DataError(f"{path}: no XTinyHAR metadata (expected {sidecar.name} beside it); "
                     "export the model with `xtinyhar export`")
 
@@ -142,6 +149,25 @@ class HarModel:
         self.segmentation: str = str(self.metadata.get("segmentation", "sliding"))
         if self.segmentation not in ("sliding", "trial"):
             raise DataError(f"{self.path}: unknown segmentation {self.segmentation!r} in metadata")
+        self._check_graph_shapes()
+
+    def _check_graph_shapes(self) -> None:
+        """Metadata of another model (a sidecar left beside a replaced file) is a one-line
+        error here, not an ONNX Runtime error on the first window or another model's labels."""
+        if self.session is not None:
+            inputs, outputs = self.session.get_inputs()[0].shape, self.session.get_outputs()[0].shape
+        else:
+            inputs = list(self.interpreter.get_input_details()[0]["shape"])
+            outputs = list(self.interpreter.get_output_details()[0]["shape"])
+        stated = {"window": (self.window, inputs, 1), "channels": (self.channels, inputs, 2),
+                  "classes": (len(self.class_names), outputs, 1)}
+        wrong = [f"{name} {value} (the model file has {shape[axis]})"
+                 for name, (value, shape, axis) in stated.items()
+                 if len(shape) > axis and isinstance(shape[axis], (int, np.integer))
+                 and int(shape[axis]) != value]
+        if wrong:
+            raise DataError(f"{self.path}: metadata does not match the model: {', '.join(wrong)}; "
+                            f"is {sidecar_path(self.path).name} from another export?")
 
     def check(self, imu: np.ndarray, source: str = "input") -> np.ndarray:
         """(W, C) or (B, W, C) -> float32 (B, W, C), or a one-line error saying what is wrong."""
