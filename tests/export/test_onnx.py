@@ -47,6 +47,16 @@ def test_fp32_matches_pytorch_on_held_out_real_windows(student, utd_cache):
     assert r["accuracy"]["trial"] == pytest.approx(r["accuracy_torch"]["trial"], abs=1e-9)
 
 
+def test_int8_keeps_the_padding_bias_and_pooling_weights_in_float(student):
+    """Only the tables int8 would merely approximate are left out; the rest is quantised."""
+    graph = onnx.load(str(student["int8"])).graph
+    gathers = {node.input[0]: node for node in graph.node if node.op_type == "Gather"}
+    assert {"attn_bias", "pool_weight"} <= set(gathers)
+    quantized = {node.input[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    assert not {"attn_bias", "pool_weight"} & {name.split("_quantized")[0] for name in quantized}
+    assert any(name.startswith("token_bias") for name in quantized)
+
+
 def test_int8_is_smaller_and_mostly_agrees(student):
     fp32, int8 = student["reports"]["fp32"], student["reports"]["int8"]
     assert int8["bytes"] < 0.6 * fp32["bytes"]
@@ -104,6 +114,16 @@ def test_parity_failure_names_the_numbers_and_leaves_no_file(student, utd_cache,
     with pytest.raises(ExportError, match=r"differ from PyTorch by up to .* \(tolerance 0\)"):
         export_checkpoint(student["model"], student["payload"], utd_cache, out, tolerance=0.0)
     assert not out.exists() and not sidecar_path(out).exists()
+    assert list(tmp_path.iterdir()) == []                  # no candidate left behind either
+
+
+def test_parity_failure_keeps_an_earlier_export(student, utd_cache, tmp_path):
+    out = tmp_path / "kept.onnx"
+    export_checkpoint(student["model"], student["payload"], utd_cache, out)
+    before, meta_before = out.read_bytes(), sidecar_path(out).read_text()
+    with pytest.raises(ExportError, match="nothing was written"):
+        export_checkpoint(student["model"], student["payload"], utd_cache, out, tolerance=0.0)
+    assert out.read_bytes() == before and sidecar_path(out).read_text() == meta_before
 
 
 def probabilities_without_torch(model_path, imu: np.ndarray, folder) -> np.ndarray:
@@ -145,6 +165,7 @@ def test_streaming_equals_batch_windows(student, utd_trials):
     (np.zeros((100, 5)), "5 channels, the model expects 6"),
     (np.zeros((99, 6)), "window of 99 samples, the model expects 100"),
     (np.full((100, 6), np.nan), "600 NaN or infinite"),
+    (np.full((100, 6), 1e300), "600 NaN or infinite value.s. .as float32."),
     (np.zeros((2, 3, 100, 6)), "got shape"),
     ([[0.0] * 6] * 99 + [[0.0] * 5], "not a rectangular array of numbers"),
     (np.full((100, 6), "a"), "not real numbers"),

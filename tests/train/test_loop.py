@@ -142,3 +142,4 @@ def test_without_validation_the_last_epoch_is_kept():
     result = fit(model, data(200, 0), empty, step, SETTINGS)
     assert len(result.history) == SETTINGS.epochs and result.best_epoch == SETTINGS.epochs
     assert np.isnan(result.best_score)
+    assert not model.training            # returned ready to predict (dropout off), as with validation

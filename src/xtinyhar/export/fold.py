@@ -6,9 +6,9 @@ turned into biases and pooling weights). Once the weights are fixed, everything 
 depends only on the window's patch length (one of ``p_max - p_min + 1`` table rows) or
 on nothing at all can be computed once, at export time:
 
-- the per-channel normalisation and the stem's BatchNorm fold into the convolutions
-  (the normalised window's zero padding becomes a per-position bias, so the edges stay
-  exact);
+- the stem's BatchNorm folds into its convolutions (the per-channel normalisation stays
+  a subtraction and a division before them: folded into the first convolution it would
+  make int8 quantise raw g and deg/s with one scale);
 - the patch embedding's bias, its width term and the time embedding of each token slot
   become one (rows, N, D) table: a token's embedding is its flattened points times a
   matrix plus one gathered row;

@@ -183,10 +183,12 @@ class HarModel:
         if imu.shape[1] != self.window:
             raise DataError(f"{source}: window of {imu.shape[1]} samples, the model expects "
                             f"{self.window} at {self.imu_hz:g} Hz")
-        bad = ~np.isfinite(imu)
+        with np.errstate(over="ignore"):
+            as_float32 = np.ascontiguousarray(imu, dtype=np.float32)
+        bad = ~np.isfinite(as_float32)     # after the cast: 1e300 is finite in float64 only
         if bad.any():
-            raise DataError(f"{source}: {int(bad.sum())} NaN or infinite value(s)")
-        return np.ascontiguousarray(imu, dtype=np.float32)
+            raise DataError(f"{source}: {int(bad.sum())} NaN or infinite value(s) (as float32)")
+        return as_float32
 
     def logits(self, imu: np.ndarray, source: str = "input") -> np.ndarray:
         imu = self.check(imu, source)

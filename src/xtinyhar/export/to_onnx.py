@@ -171,14 +171,30 @@ def torch_logits(model: torch.nn.Module, imu: np.ndarray, batch: int = 256) -> n
                           for i in range(0, len(imu), batch)]).numpy()
 
 
+FLOAT_TABLES = ("attn_bias", "pool_weight")
+"""Tables of the deployed student (:mod:`xtinyhar.export.fold`) that int8 would only
+approximate at a cost: the padding bias (0 or float32's most negative value) and the
+pooling weights (1/n), each a few hundred bytes."""
+
+
+def _lookups_kept_in_float(path: Path) -> list[str]:
+    """Names of the Gather nodes that read one of ``FLOAT_TABLES``."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    return [node.name for node in graph.node
+            if node.op_type == "Gather" and node.input and node.input[0] in FLOAT_TABLES]
+
+
 def quantize_onnx_int8(fp32_path: str | Path, out: str | Path, calibration_imu: np.ndarray,
                        metadata: dict) -> Path:
     """Static post-training int8 quantisation (ONNX Runtime, QDQ format, per-channel weights).
 
-    MatMul, Gemm, Conv and Gather are quantised (Gather: the time-embedding table, 76 KB ->
-    19 KB for the default student, and the patching tables' weights and masks; held-out
-    accuracy within 0.3 points of fp32); the patch-length arithmetic (energy, round, clamp)
-    stays in float, as it must.
+    MatMul, Gemm, Conv and Gather are quantised (Gather: the deployed student's per-row
+    embedding table, 121 KB -> 30 KB for the default student, and the patching tables'
+    interpolation weights; held-out accuracy within 0.3 points of fp32); the patch-length
+    arithmetic (energy, round, clamp), the padding bias and the pooling weights
+    (``FLOAT_TABLES``) stay in float.
     ``calibration_imu`` are windows of the training subjects only.
     """
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
@@ -202,7 +218,8 @@ def quantize_onnx_int8(fp32_path: str | Path, out: str | Path, calibration_imu: 
             quantize_static(str(prepared), str(quantized), Windows(calibration_imu),
                             quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul", "Gemm", "Conv", "Gather"],
                             per_channel=True, activation_type=QuantType.QInt8,
-                            weight_type=QuantType.QInt8)
+                            weight_type=QuantType.QInt8,
+                            nodes_to_exclude=_lookups_kept_in_float(prepared))
         except Exception as exc:
             raise ExportError(f"{out}: int8 quantisation failed ({describe(exc)})") from exc
         _attach_metadata_and_move(quantized, out, {**metadata, "precision": "int8"})
@@ -275,16 +292,23 @@ def export_with_checks(model: torch.nn.Module, payload: dict, cache, out: str | 
                           "model; parity and accuracy need held-out windows")
     imu = cache.imu[held_out]
     metadata = export_metadata(payload, backend.name, "fp32")
-    backend.export(model, out, metadata)
-    reference = torch_logits(model, imu)
-    fp32_logits = backend.logits(out, imu)
-    parity = compare(reference, fp32_logits)
-    if not parity.max_abs < tolerance:
-        out.unlink(missing_ok=True)
-        sidecar_path(out).unlink(missing_ok=True)
-        raise ExportError(f"{out}: {backend.runtime} logits differ from PyTorch by up to "
-                          f"{parity.max_abs:.3g} (tolerance {tolerance:g}) on {parity.windows} "
-                          "held-out windows; the file was removed")
+    # Written beside ``out`` and moved there only once it agrees with PyTorch: a failed
+    # export leaves an earlier file of that name as it was.
+    candidate = out.with_name(f".{out.stem}.candidate{out.suffix}")
+    try:
+        backend.export(model, candidate, metadata)
+        reference = torch_logits(model, imu)
+        fp32_logits = backend.logits(candidate, imu)
+        parity = compare(reference, fp32_logits)
+        if not parity.max_abs < tolerance:
+            raise ExportError(f"{out}: {backend.runtime} logits differ from PyTorch by up to "
+                              f"{parity.max_abs:.3g} (tolerance {tolerance:g}) on {parity.windows} "
+                              "held-out windows; nothing was written")
+        os.replace(sidecar_path(candidate), sidecar_path(out))
+        os.replace(candidate, out)
+    finally:
+        candidate.unlink(missing_ok=True)
+        sidecar_path(candidate).unlink(missing_ok=True)
     subjects = sorted(int(s) for s in np.unique(cache.subject[held_out]))
     report = {"file": str(out), "bytes": out.stat().st_size, "parity_max_abs": parity.max_abs,
               "parity_windows": parity.windows, "tolerance": tolerance, "held_out_subjects": subjects,

@@ -201,6 +201,7 @@ def fit(model: torch.nn.Module, train: Arrays, val: Arrays, step: Step, settings
                 "best_score": list(best["score"]), "best_epoch": best["epoch"],
                 "best_state": best["state"], "fingerprint": fingerprint})
     model.load_state_dict(best["state"])
+    model.eval()   # as with validation subjects, whose last evaluation left it in eval mode
     best_score = best["score"][0] if len(val["label"]) else float("nan")
     return FitResult(best_epoch=best["epoch"] + 1, best_score=best_score, history=history,
                      seconds=time.perf_counter() - started)
