@@ -76,6 +76,19 @@ def torch_latency(model, window: np.ndarray, runs: int) -> dict:
     return measure_latency(call, runs=runs, threads=1)
 
 
+def check_run(run: Path, summary: dict, payload: dict, *, distilled: bool) -> None:
+    """The table compares single standard-split models: refuse a run of another protocol
+    (its mean over folds would sit beside fold 0's model), and a student without KD or a
+    baseline with it."""
+    if summary.get("protocol") != "standard":
+        raise SystemExit(f"{run}: protocol {summary.get('protocol')!r}, bench_edge needs "
+                         "`--protocol standard` runs")
+    if bool(payload.get("distilled")) != distilled:
+        want = "with KD" if distilled else "without KD (--no-kd)"
+        raise SystemExit(f"{run}: its model was trained {'with' if payload.get('distilled') else 'without'} "
+                         f"KD; this row needs one trained {want}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default=str(REPO / "runs" / "bench"))
@@ -103,9 +116,13 @@ def main() -> int:
             print(f"skip {name}: {ckpt} not found", file=sys.stderr)
             continue
         model, payload = load_model(ckpt, "student")
-        cache = cache_for(payload["config"])   # the windows this model was trained on
-        reports = export_checkpoint(model, payload, cache, out / f"{name.split()[0]}.onnx", int8=True)
         summary = json.loads((run / "summary.json").read_text())
+        check_run(run, summary, payload, distilled=name.startswith("student"))
+        cache = cache_for(payload["config"])   # the windows this model was trained on
+        if cache.meta["config_hash"] != payload["cache_hash"]:
+            raise SystemExit(f"{ckpt}: trained on windows of another preprocessing config than "
+                             "this code builds from its config; rerun it")
+        reports = export_checkpoint(model, payload, cache, out / f"{name.split()[0]}.onnx", int8=True)
         window = np.ascontiguousarray(cache.imu[np.flatnonzero(~np.isin(cache.subject, payload["train_subjects"]))[:1]])
         rows.append({
             "model": name, "trial_acc": summary["student_trial"]["accuracy"]["mean"],

@@ -121,3 +121,16 @@ def test_latency_parts_refuses_a_graph_whose_logits_are_nan(monkeypatch, tmp_pat
     assert bench.report_parts(student, windows, tmp_path, args) == 1
     monkeypatch.setattr(bench, "onnx_session", lambda path, threads=1: Session("fine.onnx"))
     assert bench.report_parts(student, windows, tmp_path, args) == 0
+
+
+def test_edge_table_takes_standard_runs_with_the_right_kd_only(tmp_path):
+    bench = _benchmark("bench_edge")
+    standard = {"protocol": "standard"}
+    bench.check_run(tmp_path, standard, {"distilled": True}, distilled=True)
+    bench.check_run(tmp_path, standard, {"distilled": False}, distilled=False)
+    with pytest.raises(SystemExit, match="protocol 'kfold'"):
+        bench.check_run(tmp_path, {"protocol": "kfold"}, {"distilled": True}, distilled=True)
+    with pytest.raises(SystemExit, match="trained with KD"):
+        bench.check_run(tmp_path, standard, {"distilled": True}, distilled=False)
+    with pytest.raises(SystemExit, match="trained without KD"):
+        bench.check_run(tmp_path, standard, {"distilled": False}, distilled=True)
