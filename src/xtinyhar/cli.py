@@ -423,6 +423,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """LaTeX tables and PNG figures from finished `cv` run folders."""
+    from xtinyhar.report import write_report
+
+    written = write_report(args.run, args.out, labels=args.label, level=args.level)
+    for path in written:
+        print(path)
+    return 0
+
+
 def _add_common(parser: argparse.ArgumentParser, tokens: bool = True) -> None:
     parser.add_argument("--config", required=True, help="YAML config, e.g. configs/utd_mhad.yaml")
     parser.add_argument("--dataset", choices=DATASETS, help="overrides data.dataset")
@@ -534,6 +544,14 @@ def build_parser() -> argparse.ArgumentParser:
     expl.add_argument("--baseline", choices=("mean", "zero", "blur"), default="mean",
                       help="IG and deletion baseline (default: training mean)")
     expl.set_defaults(func=cmd_explain)
+    rep = sub.add_parser("report", help="LaTeX tables and PNG figures from finished cv runs")
+    rep.add_argument("--run", action="append", required=True,
+                     help="a run folder written by `xtinyhar cv` (repeatable)")
+    rep.add_argument("--label", action="append", help="a name for each --run in tables (default: folder name)")
+    rep.add_argument("--out", required=True, help="output folder, e.g. reports/")
+    rep.add_argument("--level", choices=("trial", "window"), default="trial",
+                     help="score trials (a trial = mean of its windows) or windows (default trial)")
+    rep.set_defaults(func=cmd_report)
     return parser
 
 

@@ -263,3 +263,24 @@ def test_trial_segmentation_end_to_end(tiny, tmp_path):
     from xtinyhar.export.to_onnx import export_metadata    # a device learns it from the export
     _, payload = load_model(tmp_path / "run" / "folds" / "0" / "student.pt", "student")
     assert export_metadata(payload, "onnx", "fp32")["segmentation"] == "trial"
+
+
+def test_report_of_a_real_run(tiny, tmp_path, capsys):
+    """`xtinyhar report` on the run: its tables hold the run's numbers, its figures exist."""
+    out = tmp_path / "report"
+    assert main(["report", "--run", str(tiny["run"]), "--label", "tiny_kd", "--out", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["folds.png", "summary.tex", "tiny_kd_history.png", "tiny_kd_student_confusion.png",
+                     "tiny_kd_student_per_class.tex", "tiny_kd_teacher_confusion.png",
+                     "tiny_kd_teacher_per_class.tex"]
+    assert all((out / n).read_bytes()[:4] == b"\x89PNG" for n in names if n.endswith(".png"))
+    summary = (out / "summary.tex").read_text()
+    for model in ("student", "teacher"):
+        entry = tiny["summary"][f"{model}_trial"]
+        assert (f"tiny\\_kd & kfold & 3 & {model} & {entry['accuracy']['mean']:.3f} $\\pm$ "
+                f"{entry['accuracy']['std']:.3f}") in summary
+    rows = [line for line in (out / "tiny_kd_student_per_class.tex").read_text().splitlines()
+            if line.endswith(r"\\") and not line.startswith("Class")]
+    trials = len(np.unique(tiny["cache"].trial_index))
+    assert len(rows) == len(tiny["cache"].class_names)
+    assert sum(int(row.split("&")[-1].strip(" \\")) for row in rows) == trials   # every trial tested once

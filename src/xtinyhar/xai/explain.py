@@ -67,7 +67,7 @@ def choose_windows(cache, train_subjects, classes: list[str] | None, max_windows
 def _save_figure(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=150, bbox_inches="tight"))   # DESIGN: 150 dpi
     plt.close(fig)
 
 

@@ -1,0 +1,105 @@
+"""PNG figures from run folders (see :mod:`xtinyhar.report.runs`): confusion matrices,
+training curves and per-fold accuracy. 150 dpi, labelled axes, written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from xtinyhar.io import atomic_write
+from xtinyhar.report.runs import Run
+
+DPI = 150
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save(fig, path: Path) -> Path:
+    plt = _pyplot()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight"))
+    plt.close(fig)
+    return path
+
+
+def confusion_figure(run: Run, path: Path, model: str = "student", level: str = "trial") -> Path:
+    """Row-normalised confusion matrix of all folds' test predictions pooled."""
+    plt = _pyplot()
+    counts = run.confusion(model, level)
+    names = run.class_names(model, level)
+    rows = counts.sum(axis=1, keepdims=True)
+    fraction = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
+    size = max(5.0, 0.28 * len(names) + 2.0)
+    fig, ax = plt.subplots(figsize=(size + 1.0, size))
+    image = ax.imshow(fraction, cmap="Blues", vmin=0.0, vmax=1.0)
+    ticks = np.arange(len(names))
+    small = 6 if len(names) > 15 else 8
+    ax.set_xticks(ticks, names, rotation=90, fontsize=small)
+    ax.set_yticks(ticks, names, fontsize=small)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    accuracy = np.trace(counts) / max(int(counts.sum()), 1)
+    ax.set_title(f"{run.label}: {run.describe(model)}, {level} level, {int(counts.sum())} test "
+                 f"{level}s of {len(run.folds)} fold(s) pooled, accuracy {accuracy:.3f}", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    return save(fig, path)
+
+
+def _column(rows: list[dict], key: str) -> np.ndarray:
+    return np.array([float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows])
+
+
+def history_figure(run: Run, path: Path, fold: int = 0) -> Path | None:
+    """Loss and accuracy per epoch of each model fitted in ``fold`` (training windows, and
+    validation subjects where the run had some); None if the fold kept no history."""
+    history = run.history(fold)
+    if not history:
+        return None
+    plt = _pyplot()
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for model in dict.fromkeys(r.get("model", "model") for r in history):
+        rows = [r for r in history if r.get("model", "model") == model]
+        epoch = _column(rows, "epoch")
+        for key, ax in (("loss", loss_ax), ("acc", acc_ax)):
+            ax.plot(epoch, _column(rows, f"train_{key}"), label=f"{model}, training")
+            val = _column(rows, f"val_{key}")
+            if np.isfinite(val).any():
+                ax.plot(epoch, val, linestyle="--", label=f"{model}, validation subjects")
+    loss_ax.set(xlabel="epoch", ylabel="loss (KD + CE for a distilled student)")
+    acc_ax.set(xlabel="epoch", ylabel="window accuracy", ylim=(0.0, 1.0))
+    acc_ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"{run.label}, fold {fold}: training curves (augmented training windows)", fontsize=9)
+    return save(fig, path)
+
+
+def folds_figure(runs: list[Run], path: Path, level: str = "trial") -> Path:
+    """Each run's per-fold test accuracy (dots) and mean over folds (a bar across them), for
+    its IMU-only model and, where it has one, its teacher."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(runs) + 2.0), 3.6))
+    colours = {"student": "tab:blue", "teacher": "tab:orange"}
+    names = {"student": "IMU-only model", "teacher": "teacher (skeleton + IMU)"}
+    shown, lowest = set(), 1.0
+    for i, run in enumerate(runs):
+        models = run.models()
+        for j, model in enumerate(models):
+            x = i + (j - (len(models) - 1) / 2) * 0.3
+            scores = run.fold_scores(model, level, "accuracy")
+            lowest = min(lowest, min(scores))
+            ax.scatter(np.full(len(scores), x), scores, color=colours[model], s=14, zorder=3,
+                       label=None if model in shown else names[model])
+            ax.hlines(np.mean(scores), x - 0.12, x + 0.12, color=colours[model], linewidth=2)
+            shown.add(model)
+    ax.set_xticks(np.arange(len(runs)), [run.label for run in runs], rotation=20, ha="right", fontsize=8)
+    ax.set_xlim(-0.6, len(runs) - 0.4)
+    ax.set_ylabel(f"test {level} accuracy")
+    ax.set_ylim(max(0.0, np.floor(lowest * 20) / 20 - 0.05), 1.0)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("each fold (dots) and the mean over folds (bar)", fontsize=9)
+    return save(fig, path)

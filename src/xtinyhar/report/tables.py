@@ -1,0 +1,79 @@
+"""Booktabs LaTeX tables from run folders (see :mod:`xtinyhar.report.runs`).
+
+The summary table prints what ``summary.json`` holds (mean +- std over folds, the same
+numbers ``xtinyhar cv`` prints); the per-class table scores the confusion matrix summed over
+folds with scikit-learn, as :mod:`xtinyhar.evaluate.metrics` scores one fold.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import precision_recall_fscore_support
+
+from xtinyhar.report.runs import Run
+
+_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+            "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
+
+
+def escape(text: str) -> str:
+    """``text`` safe inside a LaTeX table cell (run names hold underscores)."""
+    return "".join(_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def mean_std(entry: dict, digits: int = 3) -> str:
+    """A summary entry {"mean", "std", "values"} as ``0.906 $\\pm$ 0.025``; one fold: the mean."""
+    mean, std = entry.get("mean"), entry.get("std")
+    if mean is None or not np.isfinite(mean):
+        return "--"
+    if std is None or not np.isfinite(std) or len(entry.get("values", [])) < 2:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} $\\pm$ {std:.{digits}f}"
+
+
+def _tabular(columns: str, header: list[str], rows: list[list[str]], comment: str) -> str:
+    lines = [f"% {comment}", f"\\begin{{tabular}}{{{columns}}}", "\\toprule",
+             " & ".join(header) + r" \\", "\\midrule"]
+    lines += [" & ".join(row) + r" \\" for row in rows]
+    lines += ["\\bottomrule", "\\end{tabular}", ""]
+    return "\n".join(lines)
+
+
+def summary_table(runs: list[Run], level: str = "trial") -> str:
+    """One row per run and model: protocol, folds, accuracy, macro-F1 and Cohen's kappa
+    (mean +- std over folds) at the ``trial`` or ``window`` level."""
+    rows = []
+    for run in runs:
+        for model in run.models():
+            entry = run.summary.get(f"{model}_{level}")
+            if entry is None:
+                continue
+            rows.append([escape(run.label), escape(run.protocol), str(run.summary["folds"]),
+                         escape(run.describe(model)), mean_std(entry["accuracy"]), mean_std(entry["f1_macro"]),
+                         mean_std(entry["kappa"])])
+    sources = ", ".join(str(run.path) for run in runs)
+    return _tabular("lllrccc", ["Run", "Protocol", "Folds", "Model", "Accuracy", "Macro-F1",
+                                r"$\kappa$"], rows,
+                    f"xtinyhar report: {level} level, mean +- std over folds; runs {sources}")
+
+
+def per_class_scores(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall, F1 and support per class of a (K, K) confusion matrix
+    (row = true class), with scikit-learn's conventions (0 where undefined)."""
+    k = len(confusion)
+    true = np.repeat(np.repeat(np.arange(k), k), confusion.ravel())
+    pred = np.repeat(np.tile(np.arange(k), k), confusion.ravel())
+    p, r, f, s = precision_recall_fscore_support(true, pred, labels=np.arange(k), average=None,
+                                                 zero_division=0)
+    return p, r, f, s
+
+
+def per_class_table(run: Run, model: str = "student", level: str = "trial") -> str:
+    """Precision, recall, F1 and support per class, all folds' test predictions pooled."""
+    names = run.class_names(model, level)
+    p, r, f, s = per_class_scores(run.confusion(model, level))
+    rows = [[escape(name), f"{p[i]:.3f}", f"{r[i]:.3f}", f"{f[i]:.3f}", str(int(s[i]))]
+            for i, name in enumerate(names)]
+    return _tabular("lcccr", ["Class", "Precision", "Recall", "F1", "Support"], rows,
+                    f"xtinyhar report: {run.path}, {model}, {level} level, the test predictions "
+                    f"of all {len(run.folds)} fold(s) pooled")
