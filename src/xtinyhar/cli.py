@@ -427,7 +427,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     """LaTeX tables and PNG figures from finished `cv` run folders."""
     from xtinyhar.report import write_report
 
-    written = write_report(args.run, args.out, labels=args.label, level=args.level)
+    written = write_report(args.run or [], args.out, labels=args.label, level=args.level,
+                           edge=args.edge)
     for path in written:
         print(path)
     return 0
@@ -545,8 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="IG and deletion baseline (default: training mean)")
     expl.set_defaults(func=cmd_explain)
     rep = sub.add_parser("report", help="LaTeX tables and PNG figures from finished cv runs")
-    rep.add_argument("--run", action="append", required=True,
+    rep.add_argument("--run", action="append",
                      help="a run folder written by `xtinyhar cv` (repeatable)")
+    rep.add_argument("--edge", help="a bench_edge.json (benchmarks/bench_edge.py) to write as edge.tex")
     rep.add_argument("--label", action="append", help="a name for each --run in tables (default: folder name)")
     rep.add_argument("--out", required=True, help="output folder, e.g. reports/")
     rep.add_argument("--level", choices=("trial", "window"), default="trial",

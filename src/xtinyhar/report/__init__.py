@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
-from xtinyhar.errors import XTinyHARError
+from xtinyhar.errors import DataError, XTinyHARError
 from xtinyhar.io import atomic_write
 from xtinyhar.report.figures import confusion_figure, folds_figure, history_figure
 from xtinyhar.report.runs import LEVELS, Run, load_run
-from xtinyhar.report.tables import per_class_table, summary_table
+from xtinyhar.report.tables import edge_table, per_class_table, summary_table
 
 __all__ = ["Run", "load_run", "write_report"]
 
@@ -19,11 +20,28 @@ def file_stem(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_") or "run"
 
 
+def load_edge(path: str | Path) -> list[dict]:
+    """The rows of a ``bench_edge.json``; a one-line DataError if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: not found; `benchmarks/bench_edge.py` writes it")
+    try:
+        rows = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and "model" in r for r in rows):
+        raise DataError(f"{path}: not a bench_edge.json (expected a list of rows with a 'model')")
+    return rows
+
+
 def write_report(run_paths: list[str | Path], out: str | Path, *, labels: list[str] | None = None,
-                 level: str = "trial") -> list[Path]:
+                 level: str = "trial", edge: str | Path | None = None) -> list[Path]:
     """Write ``summary.tex`` and ``folds.png`` over all runs, and per run its per-class table,
     confusion matrix (student; teacher too where the run has one) and fold-0 training
-    curves, into ``out``. Returns the files written."""
+    curves, into ``out``; with ``edge`` (a ``bench_edge.json``) also ``edge.tex``. Returns
+    the files written."""
+    if not run_paths and edge is None:
+        raise XTinyHARError("report needs at least one --run or --edge")
     if level not in LEVELS:
         raise XTinyHARError(f"--level {level}: choose one of {', '.join(LEVELS)}")
     if labels and len(labels) != len(run_paths):
@@ -41,7 +59,13 @@ def write_report(run_paths: list[str | Path], out: str | Path, *, labels: list[s
         atomic_write(path, lambda f: f.write(content.encode()))
         return path
 
-    written = [text(out / "summary.tex", summary_table(runs, level)), folds_figure(runs, out / "folds.png", level)]
+    edge_rows = load_edge(edge) if edge is not None else None
+    written = []
+    if edge_rows is not None:
+        written.append(text(out / "edge.tex", edge_table(edge_rows, str(edge))))
+    if runs:
+        written += [text(out / "summary.tex", summary_table(runs, level)),
+                    folds_figure(runs, out / "folds.png", level)]
     for run, stem in zip(runs, stems):
         for model in run.models():
             written.append(text(out / f"{stem}_{model}_per_class.tex", per_class_table(run, model, level)))

@@ -77,3 +77,28 @@ def per_class_table(run: Run, model: str = "student", level: str = "trial") -> s
     return _tabular("lcccr", ["Class", "Precision", "Recall", "F1", "Support"], rows,
                     f"xtinyhar report: {run.path}, {model}, {level} level, the test predictions "
                     f"of all {len(run.folds)} fold(s) pooled")
+
+
+EDGE_COLUMNS = (("trial_acc", "Trial acc", "{:.3f}"), ("int8_trial_acc", "int8 acc", "{:.3f}"),
+                ("params", "Params", "{:,}"), ("fp32_kb", "fp32 KB", "{:.1f}"),
+                ("int8_kb", "int8 KB", "{:.1f}"), ("mflops", "MFLOPs", "{:.2f}"),
+                ("torch_ms", "PyTorch ms", "{:.3f}"), ("ort_ms", "ORT ms", "{:.3f}"),
+                ("ort_int8_ms", "ORT int8 ms", "{:.3f}"), ("tflite_ms", "TFLite ms", "{:.3f}"))
+
+
+def edge_table(rows: list[dict], source: str) -> str:
+    """The table ``benchmarks/bench_edge.py`` printed, from its ``bench_edge.json``: accuracy,
+    size, FLOPs and median batch-1 latency per runtime (``--`` where a model has none)."""
+    body = []
+    for row in rows:
+        cells = [escape(row["model"])]
+        for key, _, fmt in EDGE_COLUMNS:
+            value = row.get(key)
+            if isinstance(value, dict):          # a latency record: its median
+                value = value.get("median_ms")
+            cells.append("--" if value is None else escape(fmt.format(value)))
+        body.append(cells)
+    return _tabular("l" + "r" * len(EDGE_COLUMNS), ["Model"] + [name for _, name, _ in EDGE_COLUMNS],
+                    body, f"xtinyhar report: {source} (benchmarks/bench_edge.py; latencies are "
+                          "medians, batch 1, 1 thread; a model without an ONNX graph, MiniRocket, "
+                          "has its numpy/numba time under ORT)")
