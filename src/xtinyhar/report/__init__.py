@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from xtinyhar.errors import DataError, XTinyHARError
 from xtinyhar.io import atomic_write
 from xtinyhar.report.figures import confusion_figure, folds_figure, history_figure
-from xtinyhar.report.runs import LEVELS, Run, load_run
+from xtinyhar.report.runs import LEVELS, Run, load_run, read_json
 from xtinyhar.report.tables import edge_table, per_class_table, summary_table
 
 __all__ = ["Run", "load_run", "write_report"]
@@ -23,12 +22,7 @@ def file_stem(label: str) -> str:
 def load_edge(path: str | Path) -> list[dict]:
     """The rows of a ``bench_edge.json``; a one-line DataError if it is not one."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: not found; `benchmarks/bench_edge.py` writes it")
-    try:
-        rows = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not readable JSON ({exc})") from None
+    rows = read_json(path, "`benchmarks/bench_edge.py` writes it")
     if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and "model" in r for r in rows):
         raise DataError(f"{path}: not a bench_edge.json (expected a list of rows with a 'model')")
     return rows

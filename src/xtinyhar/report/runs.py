@@ -68,13 +68,18 @@ class Run:
             return list(csv.DictReader(handle))
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path, hint: str):
+    """Parsed JSON of ``path``; a one-line DataError (ending in ``hint`` if missing)."""
     if not path.is_file():
-        raise DataError(f"{path}: not found; is this a finished `xtinyhar cv` run?")
+        raise DataError(f"{path}: not found; {hint}")
     try:
-        content = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: not readable JSON ({exc})") from None
+
+
+def _read_json(path: Path) -> dict:
+    content = read_json(path, "is this a finished `xtinyhar cv` run?")
     if not isinstance(content, dict):
         raise DataError(f"{path}: expected a JSON object")
     return content
