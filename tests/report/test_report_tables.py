@@ -89,5 +89,19 @@ def test_edge_table_from_bench_edge_json(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"rows": []}))
     with pytest.raises(DataError, match="bad.json: not a bench_edge.json"):
         write_report([], tmp_path / "out", edge=tmp_path / "bad.json")
-    with pytest.raises(XTinyHARError, match="at least one --run or --edge"):
+    with pytest.raises(XTinyHARError, match="at least one --run, --edge or --accuracy"):
         write_report([], tmp_path / "out")
+
+
+def test_accuracy_targets_table_from_bench_accuracy_json(tmp_path):
+    rows = [["standard split, student trial accuracy (mean ± std of 3 seeds)", "0.886 ± 0.013", ">= 0.92"],
+            ["5-fold wall time (s)", "401", "<= 600"]]
+    (tmp_path / "bench_accuracy.json").write_text(json.dumps({"config": "c.yaml", "rows": rows}))
+    write_report([], tmp_path / "out", accuracy=tmp_path / "bench_accuracy.json")
+    table = (tmp_path / "out" / "accuracy.tex").read_text()
+    assert (r"standard split, student trial accuracy (mean $\pm$ std of 3 seeds) & 0.886 $\pm$ 0.013 "
+            r"& $\geq$ 0.92 \\") in table
+    assert r"5-fold wall time (s) & 401 & $\leq$ 600 \\" in table
+    (tmp_path / "bad.json").write_text(json.dumps({"rows": [["only two", "cells"]]}))
+    with pytest.raises(DataError, match="bad.json: not a bench_accuracy.json"):
+        write_report([], tmp_path / "out", accuracy=tmp_path / "bad.json")

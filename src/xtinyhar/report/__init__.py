@@ -9,7 +9,7 @@ from xtinyhar.errors import DataError, XTinyHARError
 from xtinyhar.io import atomic_write
 from xtinyhar.report.figures import confusion_figure, folds_figure, history_figure
 from xtinyhar.report.runs import LEVELS, Run, load_run, read_json
-from xtinyhar.report.tables import edge_table, per_class_table, summary_table
+from xtinyhar.report.tables import edge_table, per_class_table, summary_table, targets_table
 
 __all__ = ["Run", "load_run", "write_report"]
 
@@ -28,14 +28,26 @@ def load_edge(path: str | Path) -> list[dict]:
     return rows
 
 
+def load_targets(path: str | Path) -> list[list[str]]:
+    """The rows of a ``bench_accuracy.json``; a one-line DataError if it is not one."""
+    path = Path(path)
+    content = read_json(path, "`benchmarks/bench_accuracy.py` writes it")
+    rows = content.get("rows") if isinstance(content, dict) else None
+    if not isinstance(rows, list) or not rows or not all(
+            isinstance(r, list) and len(r) == 3 and all(isinstance(c, str) for c in r) for r in rows):
+        raise DataError(f"{path}: not a bench_accuracy.json (expected rows of what, measured, target)")
+    return rows
+
+
 def write_report(run_paths: list[str | Path], out: str | Path, *, labels: list[str] | None = None,
-                 level: str = "trial", edge: str | Path | None = None) -> list[Path]:
+                 level: str = "trial", edge: str | Path | None = None,
+                 accuracy: str | Path | None = None) -> list[Path]:
     """Write ``summary.tex`` and ``folds.png`` over all runs, and per run its per-class table,
     confusion matrix (student; teacher too where the run has one) and fold-0 training
-    curves, into ``out``; with ``edge`` (a ``bench_edge.json``) also ``edge.tex``. Returns
-    the files written."""
-    if not run_paths and edge is None:
-        raise XTinyHARError("report needs at least one --run or --edge")
+    curves, into ``out``; with ``edge`` (a ``bench_edge.json``) also ``edge.tex``, with
+    ``accuracy`` (a ``bench_accuracy.json``) ``accuracy.tex``. Returns the files written."""
+    if not run_paths and edge is None and accuracy is None:
+        raise XTinyHARError("report needs at least one --run, --edge or --accuracy")
     if level not in LEVELS:
         raise XTinyHARError(f"--level {level}: choose one of {', '.join(LEVELS)}")
     if labels and len(labels) != len(run_paths):
@@ -54,7 +66,10 @@ def write_report(run_paths: list[str | Path], out: str | Path, *, labels: list[s
         return path
 
     edge_rows = load_edge(edge) if edge is not None else None
+    target_rows = load_targets(accuracy) if accuracy is not None else None
     written = []
+    if target_rows is not None:
+        written.append(text(out / "accuracy.tex", targets_table(target_rows, str(accuracy))))
     if edge_rows is not None:
         written.append(text(out / "edge.tex", edge_table(edge_rows, str(edge))))
     if runs:

@@ -102,3 +102,19 @@ def edge_table(rows: list[dict], source: str) -> str:
                     body, f"xtinyhar report: {source} (benchmarks/bench_edge.py; latencies are "
                           "medians, batch 1, 1 thread; a model without an ONNX graph, MiniRocket, "
                           "has its numpy/numba time under ORT)")
+
+
+def _with_math(text: str) -> str:
+    """Escape a printed cell and set its ``±``, ``>=`` and ``<=`` as LaTeX math."""
+    out = escape(text)
+    for plain, math in (("±", r"$\pm$"), (">=", r"$\geq$"), ("<=", r"$\leq$")):
+        out = out.replace(plain, math)
+    return out
+
+
+def targets_table(rows: list[list[str]], source: str) -> str:
+    """The what / measured / target table ``benchmarks/bench_accuracy.py`` printed, from its
+    ``bench_accuracy.json``."""
+    body = [[_with_math(cell) for cell in row] for row in rows]
+    return _tabular("lrr", ["What", "Measured", "Target"], body,
+                    f"xtinyhar report: {source} (benchmarks/bench_accuracy.py; trial level)")
