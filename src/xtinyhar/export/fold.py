@@ -46,20 +46,19 @@ class DeployStudent(nn.Module):
         student = student.eval()
         tokenizer = student.tokenizer
         patcher = tokenizer.patcher
-        window = student.cfg.window
         self.patcher = patcher
         self.blocks, self.norm, self.head = student.blocks, student.norm, student.head
         with torch.no_grad():
-            self._fold_stem(tokenizer, window)
+            self._fold_stem(tokenizer)
             self._fold_tokens(tokenizer)
             self.register_buffer("attn_bias", attention_bias(patcher.token_mask))  # (P, 1, 1, N)
             real = patcher.token_mask.float()
             self.register_buffer("pool_weight", (real / real.sum(1, keepdim=True).clamp(min=1.0))[..., None])
 
-    def _fold_stem(self, tokenizer, window: int) -> None:
+    def _fold_stem(self, tokenizer) -> None:
         mean, std = tokenizer.norm_mean, tokenizer.norm_std
         stem = tokenizer.stem
-        self.kernels, self.biases, self.paddings = [], [], []
+        self.paddings = []
         layers = getattr(stem, "layers", 0)
         for i in range(1, layers + 1):
             conv = getattr(stem, f"conv{i}")
@@ -75,11 +74,10 @@ class DeployStudent(nn.Module):
         proj = tokenizer.embed.proj
         self.register_buffer("token_matrix", proj.weight[:, :-1].T.contiguous())     # (p*F, D)
         bias = proj.bias + tokenizer.width_fraction * proj.weight[:, -1]            # (P, N, D)
-        patcher = tokenizer.patcher
         if tokenizer.pos.mode == "learned":
             bias = bias + tokenizer.pos.mix(tokenizer.pos_rows, tokenizer.pos_weight)
         elif tokenizer.pos.mode == "sinusoidal":
-            bias = bias + tokenizer.pos(patcher.token_centre)
+            bias = bias + tokenizer.pos(tokenizer.patcher.token_centre)
         self.register_buffer("token_bias", bias.contiguous())
 
     def features(self, imu: torch.Tensor) -> torch.Tensor:
@@ -96,14 +94,7 @@ class DeployStudent(nn.Module):
     def forward(self, imu: torch.Tensor) -> torch.Tensor:
         """(B, W, C) raw window -> (B, K) logits, as the trained student gives them."""
         row = self.patcher.row(imu)                                          # (B,)
-        left = lookup(self.patcher.sample_left, row).long()[..., None]       # (B, n*p, 1)
-        features = self.features(imu)
-        left = left.expand(-1, -1, features.shape[-1])
-        lo = torch.gather(features, 1, left)
-        hi = torch.gather(features, 1, left + 1)
-        mixed = lo + (hi - lo) * lookup(self.patcher.sample_weight, row)
-        tokens_dim = self.token_matrix.shape[0]
-        tokens = mixed.reshape(-1, self.patcher.n_max, tokens_dim)       # (B, N, p*F)
+        tokens = self.patcher.tokens(self.features(imu), row, zero_padded=False)  # (B, N, p*F)
         x = tokens @ self.token_matrix + lookup(self.token_bias, row)        # (B, N, D)
         bias = lookup(self.attn_bias, row)                                   # (B, 1, 1, N)
         for block in self.blocks:

@@ -157,9 +157,10 @@ class DynamicPatcher(nn.Module):
         """(B,) float patch length, whole numbers in [p_min, p_max] (p_default if fixed)."""
         return (self.row(imu) + self.shortest).to(imu.dtype)
 
-    def tokens(self, features: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
+    def tokens(self, features: torch.Tensor, row: torch.Tensor, zero_padded: bool = True) -> torch.Tensor:
         """(B, W, F) features, (B,) rows -> (B, n_max, p_default * F) flattened tokens;
-        tokens past the window's end are zero."""
+        tokens past the window's end are zero (``zero_padded``; the deployed form skips it:
+        masks keep them from the logits)."""
         Fdim = features.shape[-1]
         broadcast = torch.zeros(1, 1, Fdim, dtype=torch.long, device=features.device)
         left = lookup(self.sample_left, row).long()[..., None] + broadcast  # (B, n*p, F)
@@ -167,7 +168,7 @@ class DynamicPatcher(nn.Module):
         hi = torch.gather(features, 1, left + 1)
         mixed = lo + (hi - lo) * lookup(self.sample_weight, row)         # (B, n*p, F)
         tokens = mixed.reshape(-1, self.n_max, self.p_default * Fdim)
-        return tokens * lookup(self.token_real, row)
+        return tokens * lookup(self.token_real, row) if zero_padded else tokens
 
 
 class TimeEmbedding(nn.Module):
