@@ -65,8 +65,21 @@ def atomic_write(path: str | Path, write: Callable) -> None:
         raise
 
 
+def write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
 def write_json(path: str | Path, data: Any) -> None:
-    atomic_write(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
+    write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def save_png(fig, path: str | Path, dpi: int = 150) -> Path:
+    """A matplotlib figure as a PNG (DESIGN: 150 dpi), atomically; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight"))
+    plt.close(fig)
+    return Path(path)
 
 
 def write_csv(path: str | Path, rows: list[dict]) -> None:
@@ -76,7 +89,7 @@ def write_csv(path: str | Path, rows: list[dict]) -> None:
         writer = csv.DictWriter(text, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    atomic_write(path, lambda f: f.write(text.getvalue().encode()))
+    write_text(path, text.getvalue())
 
 
 def save_checkpoint(path: str | Path, payload: dict) -> None:

@@ -27,7 +27,7 @@ from xtinyhar.data.splits import Split, make_splits, standard_train_subjects
 from xtinyhar.errors import XTinyHARError
 from xtinyhar.evaluate.metrics import (classification_metrics, format_summary_table,
                                        pool_trials, summarize_folds)
-from xtinyhar.io import atomic_write, write_csv, write_json
+from xtinyhar.io import atomic_write, write_csv, write_json, write_text
 from xtinyhar.preprocess.tokens import TokenCache
 from xtinyhar.train.loop import predict_logits
 from xtinyhar.train.tasks import (arrays, check_teacher, fit_student, fit_teacher, load_model,
@@ -325,7 +325,7 @@ def run_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path
                                 "resume it with the same ones or choose another --run")
     else:
         text = yaml.safe_dump({"config": cfg.to_dict(), "protocol": protocol, "kd": kd}, sort_keys=False)
-        atomic_write(saved, lambda f: f.write(text.encode()))
+        write_text(saved, text)
 
     splits = make_splits(cache.subject, protocol, folds=cfg.eval.folds, seed=cfg.train.seed,
                          val_subjects=cfg.eval.val_subjects,

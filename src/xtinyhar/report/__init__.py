@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from xtinyhar.errors import DataError, XTinyHARError
-from xtinyhar.io import atomic_write
+from xtinyhar.io import write_text
 from xtinyhar.report.figures import confusion_figure, folds_figure, history_figure
 from xtinyhar.report.runs import LEVELS, Run, load_run, read_json
 from xtinyhar.report.tables import edge_table, per_class_table, summary_table, targets_table
@@ -62,7 +62,7 @@ def write_report(run_paths: list[str | Path], out: str | Path, *, labels: list[s
     out.mkdir(parents=True, exist_ok=True)
 
     def text(path: Path, content: str) -> Path:
-        atomic_write(path, lambda f: f.write(content.encode()))
+        write_text(path, content)
         return path
 
     edge_rows = load_edge(edge) if edge is not None else None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xtinyhar.io import atomic_write
+from xtinyhar.io import save_png
 from xtinyhar.report.runs import Run
 
 DPI = 150
@@ -18,13 +18,6 @@ def _pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
-
-
-def save(fig, path: Path) -> Path:
-    plt = _pyplot()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight"))
-    plt.close(fig)
-    return path
 
 
 def confusion_figure(run: Run, path: Path, model: str = "student", level: str = "trial") -> Path:
@@ -47,7 +40,7 @@ def confusion_figure(run: Run, path: Path, model: str = "student", level: str = 
     ax.set_title(f"{run.label}: {run.describe(model)}, {level} level, {int(counts.sum())} test "
                  f"{level}s of {len(run.folds)} fold(s) pooled, accuracy {accuracy:.3f}", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-    return save(fig, path)
+    return save_png(fig, path, DPI)
 
 
 def _column(rows: list[dict], key: str) -> np.ndarray:
@@ -74,7 +67,7 @@ def history_figure(run: Run, path: Path, fold: int = 0) -> Path | None:
     acc_ax.set(xlabel="epoch", ylabel="window accuracy", ylim=(0.0, 1.0))
     acc_ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(f"{run.label}, fold {fold}: training curves (augmented training windows)", fontsize=9)
-    return save(fig, path)
+    return save_png(fig, path, DPI)
 
 
 def folds_figure(runs: list[Run], path: Path, level: str = "trial") -> Path:
@@ -102,4 +95,4 @@ def folds_figure(runs: list[Run], path: Path, level: str = "trial") -> Path:
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("each fold (dots) and the mean over folds (bar)", fontsize=9)
-    return save(fig, path)
+    return save_png(fig, path, DPI)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from xtinyhar.io import atomic_write, write_json
+from xtinyhar.io import atomic_write, save_png, write_json
 from xtinyhar.xai.deletion import FRACTIONS, area_under_curve, deletion_curve
 from xtinyhar.xai.integrated_gradients import integrated_gradients, make_baseline
 from xtinyhar.xai.rollout import attention_rollout, relevance_over_time
@@ -64,13 +64,6 @@ def choose_windows(cache, train_subjects, classes: list[str] | None, max_windows
     return index
 
 
-def _save_figure(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=150, bbox_inches="tight"))   # DESIGN: 150 dpi
-    plt.close(fig)
-
-
 def plot_ig(window: np.ndarray, attributions: np.ndarray, hz: float, title: str, path: Path,
             xlabel: str = "time in window (s)") -> None:
     """IG heat map over channels and time above the window's acc and gyro signals. ``hz``
@@ -98,7 +91,7 @@ def plot_ig(window: np.ndarray, attributions: np.ndarray, hz: float, title: str,
     axes[2].set_xlabel(xlabel)
     for ax in axes[1:]:
         ax.legend(loc="upper right", fontsize=7, ncol=3)
-    _save_figure(fig, path)
+    save_png(fig, path)
 
 
 def plot_rollout_layers(layers: np.ndarray, rollout: np.ndarray, n_real: int, path: Path) -> None:
@@ -119,7 +112,7 @@ def plot_rollout_layers(layers: np.ndarray, rollout: np.ndarray, n_real: int, pa
         ax.set_yticks(ticks)
         fig.colorbar(im, ax=ax, shrink=0.8, label="attention weight")
     fig.suptitle("attention per layer (heads averaged, residual added) and rollout, one window")
-    _save_figure(fig, path)
+    save_png(fig, path)
 
 
 def plot_similarity(per_class: dict[str, dict[str, float]], path: Path) -> None:
@@ -137,7 +130,7 @@ def plot_similarity(per_class: dict[str, dict[str, float]], path: Path) -> None:
     ax.set_ylim(0, 1.12)
     ax.axhline(1.0, color="grey", lw=0.5)
     ax.legend(loc="upper center", ncol=len(per_class), fontsize=8, frameon=False)
-    _save_figure(fig, path)
+    save_png(fig, path)
 
 
 def plot_deletion(curves: dict[str, np.ndarray], aucs: dict[str, float], path: Path) -> None:
@@ -152,7 +145,7 @@ def plot_deletion(curves: dict[str, np.ndarray], aucs: dict[str, float], path: P
     ax.set_ylabel("window accuracy")
     ax.set_title("deletion: lower curve = more faithful ranking")
     ax.legend()
-    _save_figure(fig, path)
+    save_png(fig, path)
 
 
 def explain(student, payload: dict, cache, out: str | Path, *, teacher=None, compare=None,
