@@ -45,6 +45,18 @@ def windows(n=24, window=100, seed=1) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
+@pytest.mark.parametrize("by_conv", [True, False])
+def test_energy_by_convolution_picks_the_training_forms_rows(by_conv):
+    model = trained_like()
+    imu = windows(n=200)
+    deployed = DeployStudent(model, energy_by_conv=by_conv).eval()
+    with torch.no_grad():
+        expected = model.tokenizer.patcher.row(imu)
+        got = deployed.row(imu.transpose(1, 2))
+    assert len(torch.unique(expected)) == 21 and torch.equal(got, expected)
+    assert hasattr(deployed, "energy_weight") == by_conv
+
+
 @pytest.mark.parametrize("options", [
     {},
     {"depth": 2},

@@ -47,13 +47,18 @@ def test_fp32_matches_pytorch_on_held_out_real_windows(student, utd_cache):
     assert r["accuracy"]["trial"] == pytest.approx(r["accuracy_torch"]["trial"], abs=1e-9)
 
 
-def test_int8_keeps_the_padding_bias_and_pooling_weights_in_float(student):
-    """Only the tables int8 would merely approximate are left out; the rest is quantised."""
+def test_int8_keeps_the_padding_bias_pooling_weights_and_energy_in_float(student):
+    """Only what int8 would merely approximate is left out; the rest is quantised."""
     graph = onnx.load(str(student["int8"])).graph
     gathers = {node.input[0]: node for node in graph.node if node.op_type == "Gather"}
     assert {"attn_bias", "pool_weight"} <= set(gathers)
+    energy = [node for node in graph.node if node.op_type == "Conv" and "energy_weight" in node.input]
+    producer = {out: node for node in graph.node for out in node.output}
+    assert len(energy) == 1 and producer[energy[0].input[0]].op_type == "Transpose"  # no QDQ pair
+    assert producer[energy[0].input[0]].input[0] == "imu"
     quantized = {node.input[0] for node in graph.node if node.op_type == "DequantizeLinear"}
-    assert not {"attn_bias", "pool_weight"} & {name.split("_quantized")[0] for name in quantized}
+    float_inputs = {"attn_bias", "pool_weight", "energy_weight"}
+    assert not float_inputs & {name.split("_quantized")[0] for name in quantized}
     assert any(name.startswith("token_bias") for name in quantized)
 
 

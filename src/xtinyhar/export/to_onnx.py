@@ -171,19 +171,21 @@ def torch_logits(model: torch.nn.Module, imu: np.ndarray, batch: int = 256) -> n
                           for i in range(0, len(imu), batch)]).numpy()
 
 
-FLOAT_TABLES = ("attn_bias", "pool_weight")
-"""Tables of the deployed student (:mod:`xtinyhar.export.fold`) that int8 would only
-approximate at a cost: the padding bias (0 or float32's most negative value) and the
-pooling weights (1/n), each a few hundred bytes."""
+FLOAT_INPUTS = ("attn_bias", "pool_weight", "energy_weight")
+"""Constants of the deployed student (:mod:`xtinyhar.export.fold`) whose nodes int8 would
+only approximate at a cost: the padding bias (0 or float32's most negative value), the
+pooling weights (1/n), each a few hundred bytes, and the motion-energy convolution over the
+raw window (quantised, its input's one int8 scale would turn small acceleration changes
+into wrong patch lengths)."""
 
 
-def _lookups_kept_in_float(path: Path) -> list[str]:
-    """Names of the Gather nodes that read one of ``FLOAT_TABLES``."""
+def _nodes_kept_in_float(path: Path) -> list[str]:
+    """Names of the Gather and Conv nodes that read one of ``FLOAT_INPUTS``."""
     import onnx
 
     graph = onnx.load(str(path)).graph
     return [node.name for node in graph.node
-            if node.op_type == "Gather" and node.input and node.input[0] in FLOAT_TABLES]
+            if node.op_type in ("Gather", "Conv") and set(node.input) & set(FLOAT_INPUTS)]
 
 
 def quantize_onnx_int8(fp32_path: str | Path, out: str | Path, calibration_imu: np.ndarray,
@@ -194,7 +196,7 @@ def quantize_onnx_int8(fp32_path: str | Path, out: str | Path, calibration_imu: 
     embedding table, 121 KB -> 30 KB for the default student, and the patching tables'
     interpolation weights; held-out accuracy within 0.3 points of fp32); the patch-length
     arithmetic (energy, round, clamp), the padding bias and the pooling weights
-    (``FLOAT_TABLES``) stay in float.
+    (``FLOAT_INPUTS``) stay in float.
     ``calibration_imu`` are windows of the training subjects only.
     """
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
@@ -219,7 +221,7 @@ def quantize_onnx_int8(fp32_path: str | Path, out: str | Path, calibration_imu: 
                             quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul", "Gemm", "Conv", "Gather"],
                             per_channel=True, activation_type=QuantType.QInt8,
                             weight_type=QuantType.QInt8,
-                            nodes_to_exclude=_lookups_kept_in_float(prepared))
+                            nodes_to_exclude=_nodes_kept_in_float(prepared))
         except Exception as exc:
             raise ExportError(f"{out}: int8 quantisation failed ({describe(exc)})") from exc
         _attach_metadata_and_move(quantized, out, {**metadata, "precision": "int8"})

@@ -49,7 +49,10 @@ def export_tflite(model: torch.nn.Module, out: str | Path, metadata: dict) -> Pa
             logging.getLogger(name).setLevel(logging.ERROR)
         with warnings.catch_warnings(), quiet_output():   # the converter's progress report
             warnings.simplefilter("ignore")
-            litert_torch.convert(deploy_form(model.eval()), (example,)).export(str(tmp))
+            # The motion energy by slices: dynamic-range int8 would quantise a convolution's
+            # raw-unit input (fold.py's module doc).
+            deployed = deploy_form(model.eval(), energy_by_conv=False)
+            litert_torch.convert(deployed, (example,)).export(str(tmp))
         write_json(sidecar_path(out), metadata)
         os.replace(tmp, out)
     return out

@@ -161,11 +161,15 @@ class DynamicPatcher(nn.Module):
         """(B, W, F) features, (B,) rows -> (B, n_max, p_default * F) flattened tokens;
         tokens past the window's end are zero (``zero_padded``; the deployed form skips it:
         masks keep them from the logits)."""
-        Fdim = features.shape[-1]
-        broadcast = torch.zeros(1, 1, Fdim, dtype=torch.long, device=features.device)
-        left = lookup(self.sample_left, row).long()[..., None] + broadcast  # (B, n*p, F)
-        lo = torch.gather(features, 1, left)
-        hi = torch.gather(features, 1, left + 1)
+        batch, window, Fdim = features.shape
+        # Whole sample vectors are picked from the batch's samples laid end to end: one
+        # row Gather each for the left and right neighbours (an element-wise gather needs
+        # its index expanded over F first: 10% slower in ONNX Runtime at batch 1).
+        samples = features.reshape(-1, Fdim)                              # (B*W, F)
+        first = torch.arange(batch, device=features.device)[:, None] * window
+        left = lookup(self.sample_left, row).long() + first               # (B, n*p)
+        lo = lookup(samples, left)                                         # (B, n*p, F)
+        hi = lookup(samples, left + 1)
         mixed = lo + (hi - lo) * lookup(self.sample_weight, row)         # (B, n*p, F)
         tokens = mixed.reshape(-1, self.n_max, self.p_default * Fdim)
         return tokens * lookup(self.token_real, row) if zero_padded else tokens
