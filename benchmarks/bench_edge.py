@@ -64,7 +64,17 @@ def tflite_latency(model, payload, cache, out: Path, window: np.ndarray, runs: i
         it.set_tensor(inp, window)
         it.invoke()
         it.get_tensor(res)
-    return measure_latency(call, runs=runs, threads=1)
+    return {**measure_latency(call, runs=runs, threads=1), "file": str(report["file"])}
+
+
+def runtime_latency(path: str | Path, window: np.ndarray, runs: int) -> dict:
+    """What a device script pays per window through ``HarModel.predict`` (input checks,
+    the graph, softmax, label) rather than the bare session call of the table."""
+    from xtinyhar.export.runtime import HarModel
+
+    model = HarModel(path, threads=1)
+    one = np.ascontiguousarray(window[0], dtype=np.float32)
+    return measure_latency(lambda: model.predict(one), runs=runs, threads=1)
 
 
 def torch_latency(model, window: np.ndarray, runs: int) -> dict:
@@ -124,6 +134,8 @@ def main() -> int:
                              "this code builds from its config; rerun it")
         reports = export_checkpoint(model, payload, cache, out / f"{name.split()[0]}.onnx", int8=True)
         window = np.ascontiguousarray(cache.imu[np.flatnonzero(~np.isin(cache.subject, payload["train_subjects"]))[:1]])
+        if name.startswith("student"):
+            student_window = window
         rows.append({
             "model": name, "trial_acc": summary["student_trial"]["accuracy"]["mean"],
             "int8_trial_acc": reports["int8"]["accuracy"]["trial"],
@@ -133,6 +145,7 @@ def main() -> int:
             "mflops": count_flops(model, torch.from_numpy(window)) / 1e6,
             "torch_ms": torch_latency(model, window, args.latency_runs),
             "ort_ms": ort_latency(Path(reports["fp32"]["file"]), window, args.latency_runs),
+            "ort_file": str(reports["fp32"]["file"]),
             "ort_int8_ms": ort_latency(Path(reports["int8"]["file"]), window, args.latency_runs),
             "tflite_ms": tflite_latency(model, payload, cache, out / f"{name.split()[0]}.tflite",
                                         window, args.latency_runs),
@@ -164,6 +177,11 @@ def main() -> int:
                                                runs=min(args.latency_runs, 300), threads=1),
                      "ort_int8_ms": None, "tflite_ms": None})
     student = next((r for r in rows if r["model"].startswith("student")), None)
+    if student:
+        student["runtime_ms"] = runtime_latency(student["ort_file"], student_window, args.latency_runs)
+        if student["tflite_ms"]:
+            student["runtime_tflite_ms"] = runtime_latency(student["tflite_ms"]["file"], student_window,
+                                                           args.latency_runs)
 
     def ms(value):
         return f"{value['median_ms']:.3f}/{value['p95_ms']:.3f}" if value else "-"
@@ -184,6 +202,12 @@ def main() -> int:
               f"{ms(r['ort_int8_ms']):>13} {ms(r['tflite_ms']):>13} {num(ratio, '.2f'):>9}")
     print("MiniRocket's 'ORT ms' column is its transform + ridge in numpy/numba (no ONNX graph).")
     if student:
+        print(f"\nstudent through the device runtime (HarModel.predict: input checks, graph, softmax, "
+              f"label), median/p95 ms:\n  ONNX Runtime fp32 {ms(student['runtime_ms'])} "
+              f"(bare session {ms(student['ort_ms'])})")
+        if student.get("runtime_tflite_ms"):
+            print(f"  LiteRT fp32       {ms(student['runtime_tflite_ms'])} "
+                  f"(bare interpreter {ms(student['tflite_ms'])})")
         print()
         print(targets_table(student, rows))
     write_json(out / "bench_edge.json", rows)

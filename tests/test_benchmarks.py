@@ -134,3 +134,24 @@ def test_edge_table_takes_standard_runs_with_the_right_kd_only(tmp_path):
         bench.check_run(tmp_path, standard, {"distilled": True}, distilled=False)
     with pytest.raises(SystemExit, match="trained without KD"):
         bench.check_run(tmp_path, standard, {"distilled": False}, distilled=True)
+
+
+def test_edge_runtime_row_times_the_device_path(tmp_path):
+    """The runtime row goes through HarModel.predict on an exported file (metadata and all)."""
+    import numpy as np
+    import torch
+
+    from xtinyhar.export.to_onnx import export_onnx
+    from xtinyhar.models.student import InertialTransformer, StudentModelConfig
+
+    bench = _benchmark("bench_edge")
+    torch.manual_seed(0)
+    student = InertialTransformer(StudentModelConfig(n_classes=3, window=150, dim=32, heads=4)).eval()
+    meta = {"window": 150, "channels": 6, "class_names": ["a", "b", "c"], "imu_hz": 50.0, "stride": 25}
+    path = export_onnx(student, tmp_path / "s.onnx", meta)
+    window = np.random.default_rng(0).normal(size=(1, 150, 6)).astype(np.float32)
+    timed = bench.runtime_latency(path, window, runs=5)
+    assert timed["runs"] == 5 and 0 < timed["median_ms"] <= timed["p95_ms"]
+    with pytest.raises(XTinyHARError, match="metadata lacks"):
+        export_onnx(student, tmp_path / "bare.onnx", {"window": 150, "channels": 6})
+        bench.runtime_latency(tmp_path / "bare.onnx", window, runs=1)

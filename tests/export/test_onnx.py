@@ -170,6 +170,8 @@ def test_streaming_equals_batch_windows(student, utd_trials):
     (np.zeros((100, 5)), "5 channels, the model expects 6"),
     (np.zeros((99, 6)), "window of 99 samples, the model expects 100"),
     (np.full((100, 6), np.nan), "600 NaN or infinite"),
+    (np.full((100, 6), np.inf, np.float32), "600 NaN or infinite"),     # the float32 fast path
+    (np.zeros((100, 5), np.float32), "5 channels, the model expects 6"),
     (np.full((100, 6), 1e300), "600 NaN or infinite value.s. .as float32."),
     (np.zeros((2, 3, 100, 6)), "got shape"),
     ([[0.0] * 6] * 99 + [[0.0] * 5], "not a rectangular array of numbers"),
@@ -179,6 +181,17 @@ def test_streaming_equals_batch_windows(student, utd_trials):
 def test_bad_windows_are_clear_errors(student, bad, message):
     with pytest.raises(DataError, match=message):
         HarModel(student["onnx"]).predict(bad)
+
+
+def test_float32_views_and_other_dtypes_give_the_same_prediction(student, utd_cache):
+    model = HarModel(student["onnx"])
+    window = utd_cache.imu[0].astype(np.float32)
+    strided = np.asfortranarray(window)                     # float32, not C-contiguous
+    label, probs = model.predict(window)
+    for same in (strided, window.astype(np.float64), window.tolist()):
+        other_label, other_probs = model.predict(same)
+        assert other_label == label
+        np.testing.assert_allclose(other_probs, probs, rtol=0, atol=1e-7)
 
 
 def test_bad_files_are_clear_errors(student, tmp_path):
