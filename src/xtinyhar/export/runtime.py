@@ -31,9 +31,11 @@ METADATA_KEY = "xtinyhar"
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
+    """Row-wise softmax, in one new array (the device path calls it per window)."""
+    probs = logits - logits.max(axis=-1, keepdims=True)
+    np.exp(probs, out=probs)
+    probs /= probs.sum(axis=-1, keepdims=True)
+    return probs
 
 
 def sidecar_path(model_path: str | Path) -> Path:
@@ -194,15 +196,19 @@ class HarModel:
         else:
             with np.errstate(over="ignore"):
                 as_float32 = np.ascontiguousarray(imu, dtype=np.float32)
-        bad = ~np.isfinite(as_float32)     # after the cast: 1e300 is finite in float64 only
-        if bad.any():
-            raise DataError(f"{source}: {int(bad.sum())} NaN or infinite value(s) (as float32)")
+        if not np.isfinite(as_float32).all():   # after the cast: 1e300 is finite in float64 only
+            bad = int((~np.isfinite(as_float32)).sum())
+            raise DataError(f"{source}: {bad} NaN or infinite value(s) (as float32)")
         return as_float32
 
     def logits(self, imu: np.ndarray, source: str = "input") -> np.ndarray:
         imu = self.check(imu, source)
         if self.session is not None:
             return self.session.run(None, {"imu": imu})[0]
+        if len(imu) == 1:                           # a device's one window: no loop, no stack
+            self.interpreter.set_tensor(self._tflite_in, imu)
+            self.interpreter.invoke()
+            return self.interpreter.get_tensor(self._tflite_out).copy()
         rows = []
         for window in imu:                          # the TFLite graph has a batch of 1
             self.interpreter.set_tensor(self._tflite_in, window[None])
