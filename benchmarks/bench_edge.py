@@ -13,7 +13,8 @@ timing; the whole-trial one is timed per trial).
 For each: trial accuracy on the held-out subjects (from the run), parameters, ONNX file size
 fp32 and int8, MFLOPs per window, batch-1 latency on 1 thread (median and p95 over
 ``--latency-runs`` calls after warm-up) in PyTorch eager, ONNX Runtime fp32, ONNX Runtime
-int8 and TFLite fp32 (when the tflite extra is installed), and the ratio of each model's ORT fp32 latency to the student's. The input is a raw
+int8, TFLite fp32 and TFLite dynamic-range int8 (when the tflite extra is installed), and the
+ratio of each model's ORT fp32 latency to the student's. The input is a raw
 window in physical units; normalisation and dynamic patching are inside every graph.
 """
 
@@ -46,25 +47,31 @@ def ort_latency(path: Path, window: np.ndarray, runs: int) -> dict:
     return measure_latency(lambda: session.run(None, feed), runs=runs, threads=1)
 
 
-def tflite_latency(model, payload, cache, out: Path, window: np.ndarray, runs: int) -> dict | None:
-    """TFLite fp32 batch-1 latency, when the optional extra is installed."""
+def tflite_latency(model, payload, cache, out: Path, window: np.ndarray, runs: int) -> dict:
+    """TFLite fp32 and dynamic-range int8 batch-1 latency (with the int8 file's held-out
+    trial accuracy), when the optional extra is installed; ``{}`` otherwise."""
     try:
         from xtinyhar.export.to_tflite import export_checkpoint_tflite, tflite_interpreter
     except ImportError:
-        return None
+        return {}
     try:
-        report = export_checkpoint_tflite(model, payload, cache, out)["fp32"]
+        reports = export_checkpoint_tflite(model, payload, cache, out, int8=True)
     except Exception as exc:  # missing extra or a conversion failure: report, keep going
         print(f"TFLite skipped for {out.name}: {exc}", file=sys.stderr)
-        return None
-    it = tflite_interpreter(report["file"], threads=1)
-    inp, res = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
+        return {}
+    timed = {}
+    for precision in ("fp32", "int8"):
+        it = tflite_interpreter(reports[precision]["file"], threads=1)
+        inp, res = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
 
-    def call():
-        it.set_tensor(inp, window)
-        it.invoke()
-        it.get_tensor(res)
-    return {**measure_latency(call, runs=runs, threads=1), "file": str(report["file"])}
+        def call():
+            it.set_tensor(inp, window)
+            it.invoke()
+            it.get_tensor(res)
+        timed[precision] = {**measure_latency(call, runs=runs, threads=1),
+                            "file": str(reports[precision]["file"]),
+                            "trial_acc": reports[precision]["accuracy"]["trial"]}
+    return timed
 
 
 def runtime_latency(path: str | Path, window: np.ndarray, runs: int) -> dict:
@@ -147,9 +154,10 @@ def main() -> int:
             "ort_ms": ort_latency(Path(reports["fp32"]["file"]), window, args.latency_runs),
             "ort_file": str(reports["fp32"]["file"]),
             "ort_int8_ms": ort_latency(Path(reports["int8"]["file"]), window, args.latency_runs),
-            "tflite_ms": tflite_latency(model, payload, cache, out / f"{name.split()[0]}.tflite",
-                                        window, args.latency_runs),
         })
+        tflite = tflite_latency(model, payload, cache, out / f"{name.split()[0]}.tflite", window,
+                                args.latency_runs)
+        rows[-1]["tflite_ms"], rows[-1]["tflite_int8_ms"] = tflite.get("fp32"), tflite.get("int8")
     for name, run_name in (("minirocket + ridge", "baseline_minirocket"),
                            ("minirocket (trial)", "baseline_minirocket_trial_seed42")):
         mr_run = runs / run_name
@@ -175,7 +183,7 @@ def main() -> int:
                      "mflops": None, "torch_ms": None,
                      "ort_ms": measure_latency(lambda: model.scores(window), warmup=20,
                                                runs=min(args.latency_runs, 300), threads=1),
-                     "ort_int8_ms": None, "tflite_ms": None})
+                     "ort_int8_ms": None, "tflite_ms": None, "tflite_int8_ms": None})
     student = next((r for r in rows if r["model"].startswith("student")), None)
     if student:
         student["runtime_ms"] = runtime_latency(student["ort_file"], student_window, args.latency_runs)
@@ -190,7 +198,8 @@ def main() -> int:
         return format(value, fmt) if value is not None else "-"
 
     header = (f"{'model':<20} {'trial acc':>9} {'int8 acc':>8} {'params':>9} {'fp32 KB':>8} {'int8 KB':>8} "
-              f"{'MFLOPs':>7} {'torch ms':>13} {'ORT ms':>13} {'ORT int8 ms':>13} {'TFLite ms':>13} {'x student':>9}")
+              f"{'MFLOPs':>7} {'torch ms':>13} {'ORT ms':>13} {'ORT int8 ms':>13} {'TFLite ms':>13} "
+              f"{'TFLite int8':>13} {'x student':>9}")
     print(f"\nbatch 1, 1 thread, median/p95 over {args.latency_runs} runs; runs from {runs}")
     print(header)
     print("-" * len(header))
@@ -199,8 +208,12 @@ def main() -> int:
         print(f"{r['model']:<20} {r['trial_acc']:>9.3f} {num(r['int8_trial_acc'], '.3f'):>8} "
               f"{num(r['params'], ','):>9} {num(r['fp32_kb'], '.1f'):>8} {num(r['int8_kb'], '.1f'):>8} "
               f"{num(r['mflops'], '.2f'):>7} {ms(r['torch_ms']):>13} {ms(r['ort_ms']):>13} "
-              f"{ms(r['ort_int8_ms']):>13} {ms(r['tflite_ms']):>13} {num(ratio, '.2f'):>9}")
-    print("MiniRocket's 'ORT ms' column is its transform + ridge in numpy/numba (no ONNX graph).")
+              f"{ms(r['ort_int8_ms']):>13} {ms(r['tflite_ms']):>13} {ms(r['tflite_int8_ms']):>13} "
+              f"{num(ratio, '.2f'):>9}")
+    print("MiniRocket's 'ORT ms' column is its transform + ridge in numpy/numba (no ONNX graph). "
+          "TFLite int8: dynamic-range (int8 weights, float activations); its held-out trial accuracy: "
+          + ", ".join(f"{r['model']} {r['tflite_int8_ms']['trial_acc']:.3f}" for r in rows
+                      if r.get("tflite_int8_ms")))
     if student:
         print(f"\nstudent through the device runtime (HarModel.predict: input checks, graph, softmax, "
               f"label), median/p95 ms:\n  ONNX Runtime fp32 {ms(student['runtime_ms'])} "

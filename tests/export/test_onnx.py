@@ -151,6 +151,39 @@ def test_runtime_needs_no_torch(student, utd_cache):
     assert probs.argmax(1).tolist() == torch_logits(student["model"], utd_cache.imu[index]).argmax(1).tolist()
 
 
+def test_device_timing_command_without_torch(student, utd_trials, tmp_path):
+    """``python -m xtinyhar.export.runtime`` times a file with numpy + onnxruntime only."""
+    trials, _ = utd_trials
+    csv = tmp_path / "trial.csv"
+    np.savetxt(csv, trials[3].imu, delimiter=",", header="ax,ay,az,gx,gy,gz", comments="")
+    code = ("import sys\n"
+            "from xtinyhar.export.runtime import main\n"
+            f"code = main([{str(student['onnx'])!r}, '--runs', '3', '--warmup', '1', '--input', {str(csv)!r}])\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n"
+            "sys.exit(code)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    row = out.stdout.strip().splitlines()[-1].split()
+    assert row[0] == student["onnx"].name and row[-1] in student["payload"]["class_names"]
+    model = HarModel(student["onnx"])
+    label, _ = model.predict(model.trial_windows(trials[3].imu)[0])
+    assert row[-1] == label                    # the trial's first window is what is timed
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--runs", "0"], "need --runs >= 1"),
+    (["--input", "missing.csv"], "missing.csv: file not found"),
+])
+def test_device_timing_command_errors(student, capsys, args, message):
+    from xtinyhar.export.runtime import main as time_main
+
+    assert time_main([str(student["onnx"]), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert time_main(["nothing_here.onnx"]) == 2
+    assert "model file not found" in capsys.readouterr().err
+
+
 def test_streaming_equals_batch_windows(student, utd_trials):
     trials, _ = utd_trials
     model = HarModel(student["onnx"])
@@ -441,3 +474,13 @@ def test_metadata_that_is_not_a_json_object_is_a_clear_error(student, tmp_path):
     (tmp_path / "odd.json").write_text("[1, 2]")          # an older <stem>.json: named too
     with pytest.raises(DataError, match=r"odd\.json: not XTinyHAR metadata"):
         HarModel(odd)
+
+
+def test_device_timing_command_times_tflite_files(tflite, student, capsys):
+    from xtinyhar.export.runtime import main as time_main
+
+    files = [str(tflite["path"]), str(tflite["reports"]["int8"]["file"])]
+    assert time_main([*files, "--runs", "2", "--warmup", "0"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()[2:]
+    assert [r.split()[0] for r in rows] == ["s.tflite", "s_int8.tflite"]
+    assert all(r.split()[-1] in student["payload"]["class_names"] for r in rows)

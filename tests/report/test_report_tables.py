@@ -78,14 +78,15 @@ def test_edge_table_from_bench_edge_json(tmp_path):
     rows = [{"model": "student (KD)", "trial_acc": 0.9, "int8_trial_acc": 0.9023, "params": 124859,
              "fp32_kb": 656.34, "int8_kb": 190.06, "mflops": 3.7559,
              "torch_ms": {"median_ms": 1.1143, "p95_ms": 1.4}, "ort_ms": {"median_ms": 0.1572},
-             "ort_int8_ms": {"median_ms": 0.1801}, "tflite_ms": None},
+             "ort_int8_ms": {"median_ms": 0.1801}, "tflite_ms": None,
+             "tflite_int8_ms": {"median_ms": 0.0651, "trial_acc": 0.9}},
             {"model": "minirocket + ridge", "trial_acc": 0.893, "ort_ms": {"median_ms": 2.263}}]
     (tmp_path / "bench_edge.json").write_text(json.dumps(rows))
     written = write_report([], tmp_path / "out", edge=tmp_path / "bench_edge.json")
     assert [p.name for p in written] == ["edge.tex"]
     table = (tmp_path / "out" / "edge.tex").read_text()
-    assert r"student (KD) & 0.900 & 0.902 & 124,859 & 656.3 & 190.1 & 3.76 & 1.114 & 0.157 & 0.180 & -- \\" in table
-    assert r"minirocket + ridge & 0.893 & -- & -- & -- & -- & -- & -- & 2.263 & -- & -- \\" in table
+    assert r"student (KD) & 0.900 & 0.902 & 124,859 & 656.3 & 190.1 & 3.76 & 1.114 & 0.157 & 0.180 & -- & 0.065 \\" in table
+    assert r"minirocket + ridge & 0.893 & -- & -- & -- & -- & -- & -- & 2.263 & -- & -- & -- \\" in table
     (tmp_path / "bad.json").write_text(json.dumps({"rows": []}))
     with pytest.raises(DataError, match="bad.json: not a bench_edge.json"):
         write_report([], tmp_path / "out", edge=tmp_path / "bad.json")

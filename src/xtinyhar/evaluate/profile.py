@@ -14,16 +14,14 @@ they need anyway to return the attention maps), so the attention cost is in the 
 from __future__ import annotations
 
 import io
-import statistics
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 
 from xtinyhar.io import quiet_output
+from xtinyhar.timing import time_calls
 from torch.utils.flop_counter import FlopCounterMode
 
 
@@ -64,12 +62,11 @@ def count_flops(model: torch.nn.Module, *inputs: torch.Tensor) -> int:
 
 def measure_latency(fn: Callable[[], object], *, warmup: int = 50, runs: int = 1000,
                     threads: int = 1) -> dict:
-    """Wall-clock latency of ``fn()`` over ``runs`` calls after ``warmup`` untimed calls.
-
-    Runs with ``torch.set_num_threads(threads)`` (1 by default: an edge CPU core) and
-    restores the previous thread count afterwards. Each call is timed with
-    ``time.perf_counter_ns``; returns ``{"median_ms", "p95_ms", "mean_ms", "runs"}``.
-    Wrap the model call in ``torch.inference_mode()`` inside ``fn`` to time inference alone.
+    """Wall-clock latency of ``fn()`` over ``runs`` calls after ``warmup`` untimed calls
+    (:func:`xtinyhar.timing.time_calls`), with ``torch.set_num_threads(threads)`` (1 by
+    default: an edge CPU core) restored afterwards. Returns ``{"median_ms", "p95_ms",
+    "mean_ms", "runs"}``. Wrap the model call in ``torch.inference_mode()`` inside ``fn``
+    to time inference alone.
     """
     if runs < 1 or warmup < 0 or threads < 1:
         raise ValueError(f"need runs >= 1, warmup >= 0, threads >= 1 "
@@ -77,18 +74,9 @@ def measure_latency(fn: Callable[[], object], *, warmup: int = 50, runs: int = 1
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        for _ in range(warmup):
-            fn()
-        times = np.empty(runs, dtype=np.int64)
-        for i in range(runs):
-            start = time.perf_counter_ns()
-            fn()
-            times[i] = time.perf_counter_ns() - start
+        return time_calls(fn, warmup=warmup, runs=runs)
     finally:
         torch.set_num_threads(previous)
-    ms = times / 1e6
-    return {"median_ms": float(np.median(ms)), "p95_ms": float(np.percentile(ms, 95)),
-            "mean_ms": float(statistics.fmean(ms)), "runs": int(runs)}
 
 
 def peak_memory_bytes(fn: Callable[[], object]) -> int:

@@ -15,17 +15,25 @@ Normalisation and dynamic patching run inside the exported graph, so the raw win
 physical units, sampled at the model's ``imu_hz``, is all a device passes. Metadata (class
 names, window, rate, stride) comes from the JSON file written beside the model by
 ``xtinyhar export``, or from the ONNX file itself when the JSON is missing.
+
+Timing on the device itself (no torch either)::
+
+    python -m xtinyhar.export.runtime exports/xtinyhar_student.onnx exports/xtinyhar_student_int8.onnx \
+        [--input trial.csv] [--runs 1000] [--threads 1]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from xtinyhar.errors import DataError
+from xtinyhar.timing import time_calls
 
 METADATA_KEY = "xtinyhar"
 
@@ -361,3 +369,75 @@ def _is_header(line: str) -> bool:
         except ValueError:
             pass
     return True
+
+
+# ------------------------------------------------------------------ timing on the device
+
+def still_window(window: int, channels: int, seed: int = 0) -> np.ndarray:
+    """A wrist at rest (gravity on z, 0.01 g and 1 deg/s of sensor noise), float32 (W, C):
+    the default input for timing. The graphs have static shapes, so what the window holds
+    changes only which patch-length row it takes, not how much is computed."""
+    rng = np.random.default_rng(seed)
+    still = rng.normal(0.0, 1.0, size=(window, channels)).astype(np.float32)
+    still[:, :3] *= 0.01
+    still[:, 2] += 1.0
+    return still
+
+
+def graph_call(model: HarModel, window: np.ndarray):
+    """The bare session or interpreter call for one (W, C) float32 window, without the
+    runtime's checks, softmax and label (what ``bench_edge`` times)."""
+    batch = np.ascontiguousarray(window[None], dtype=np.float32)
+    if model.session is not None:
+        feed = {model.session.get_inputs()[0].name: batch}
+        return lambda: model.session.run(None, feed)
+    interpreter, inp, out = model.interpreter, model._tflite_in, model._tflite_out
+
+    def call():
+        interpreter.set_tensor(inp, batch)
+        interpreter.invoke()
+        return interpreter.get_tensor(out)
+    return call
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m xtinyhar.export.runtime",
+        description="Time exported XTinyHAR models on this machine, batch 1, with numpy and "
+                    "onnxruntime (or ai-edge-litert) only: HarModel.predict (checks, graph, "
+                    "softmax, label) and the bare graph call.")
+    parser.add_argument("models", nargs="+", help=".onnx or .tflite files written by xtinyhar export")
+    parser.add_argument("--input", help="a recorded trial (CSV, one sample per row: acc x,y,z in g, "
+                                        "gyro x,y,z in deg/s) whose first window is timed; "
+                                        "default: a still window")
+    parser.add_argument("--runs", type=int, default=1000, help="timed calls per model (default 1000)")
+    parser.add_argument("--warmup", type=int, default=100, help="untimed calls first (default 100)")
+    parser.add_argument("--threads", type=int, default=1, help="threads per model (default 1)")
+    args = parser.parse_args(argv)
+    try:
+        if args.runs < 1 or args.warmup < 0 or args.threads < 1:
+            raise DataError(f"need --runs >= 1, --warmup >= 0 and --threads >= 1 (got {args.runs}, "
+                            f"{args.warmup}, {args.threads})")
+        print(f"batch 1, {args.threads} thread(s), median / p95 ms over {args.runs} calls; input: "
+              f"{args.input or 'a still window'}")
+        print(f"{'model':<40} {'KB':>8} {'predict ms':>15} {'graph ms':>15}  label")
+        for path in args.models:
+            model = HarModel(path, threads=args.threads)
+            if args.input:
+                window = model.trial_windows(read_imu_csv(args.input, model.channels), args.input)[0]
+            else:
+                window = still_window(model.window, model.channels)
+            label, _ = model.predict(window)
+            predict = time_calls(lambda: model.predict(window), warmup=args.warmup, runs=args.runs)
+            graph = time_calls(graph_call(model, window), warmup=args.warmup, runs=args.runs)
+            print(f"{Path(path).name:<40} {Path(path).stat().st_size / 1024:>8.1f} "
+                  f"{predict['median_ms']:>7.3f} / {predict['p95_ms']:<5.3f} "
+                  f"{graph['median_ms']:>7.3f} / {graph['p95_ms']:<5.3f}  {label}")
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -83,7 +83,8 @@ EDGE_COLUMNS = (("trial_acc", "Trial acc", "{:.3f}"), ("int8_trial_acc", "int8 a
                 ("params", "Params", "{:,}"), ("fp32_kb", "fp32 KB", "{:.1f}"),
                 ("int8_kb", "int8 KB", "{:.1f}"), ("mflops", "MFLOPs", "{:.2f}"),
                 ("torch_ms", "PyTorch ms", "{:.3f}"), ("ort_ms", "ORT ms", "{:.3f}"),
-                ("ort_int8_ms", "ORT int8 ms", "{:.3f}"), ("tflite_ms", "TFLite ms", "{:.3f}"))
+                ("ort_int8_ms", "ORT int8 ms", "{:.3f}"), ("tflite_ms", "TFLite ms", "{:.3f}"),
+                ("tflite_int8_ms", "TFLite int8 ms", "{:.3f}"))
 
 
 def edge_table(rows: list[dict], source: str) -> str:
