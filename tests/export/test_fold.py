@@ -104,3 +104,31 @@ def test_deployed_graph_has_fewer_nodes(tmp_path):
     with torch.no_grad():
         expected = model(windows()).numpy()
     assert np.abs(onnx_logits(tmp_path / "deployed.onnx", windows().numpy()) - expected).max() < 1e-4
+
+
+def test_deployed_student_refuses_another_window_length():
+    """The folded motion energy is scaled for the trained window length."""
+    model = trained_like()
+    with pytest.raises(ValueError, match="window of 120 samples, the model expects 100"):
+        DeployStudent(model)(windows(window=120))
+
+
+def test_int8_exclusion_fails_loudly_when_a_float_input_is_not_found(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from xtinyhar.export.to_onnx import ExportError, _nodes_kept_in_float
+
+    def saved(conv_weight: str, name: str):
+        weight = helper.make_tensor("energy_weight", TensorProto.FLOAT, [3, 6, 2], [0.0] * 36)
+        other = helper.make_tensor("renamed", TensorProto.FLOAT, [3, 6, 2], [0.0] * 36)
+        conv = helper.make_node("Conv", ["x", conv_weight], ["y"], name="energy")
+        graph = helper.make_graph([conv], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 100])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 99])],
+                                  [weight, other])
+        onnx.save(helper.make_model(graph), tmp_path / name)
+        return tmp_path / name
+
+    with pytest.raises(ExportError, match="no Gather/Conv node reads energy_weight"):
+        _nodes_kept_in_float(saved("renamed", "renamed.onnx"))
+    assert _nodes_kept_in_float(saved("energy_weight", "named.onnx")) == ["energy"]

@@ -227,6 +227,16 @@ def test_float32_views_and_other_dtypes_give_the_same_prediction(student, utd_ca
         np.testing.assert_allclose(other_probs, probs, rtol=0, atol=1e-7)
 
 
+def test_softmax_takes_integer_and_float_logits_without_touching_them():
+    from xtinyhar.export.runtime import softmax
+
+    logits = np.array([[1, 2, 3]])
+    np.testing.assert_allclose(softmax(logits), np.exp([[1, 2, 3]]) / np.exp([1, 2, 3]).sum())
+    floats = np.array([[0.5, -1.0]], np.float32)
+    probs = softmax(floats)
+    assert probs.dtype == np.float32 and floats.tolist() == [[0.5, -1.0]]
+
+
 def test_bad_files_are_clear_errors(student, tmp_path):
     with pytest.raises(DataError, match="model file not found"):
         HarModel(tmp_path / "none.onnx")
@@ -484,3 +494,10 @@ def test_device_timing_command_times_tflite_files(tflite, student, capsys):
     rows = capsys.readouterr().out.strip().splitlines()[2:]
     assert [r.split()[0] for r in rows] == ["s.tflite", "s_int8.tflite"]
     assert all(r.split()[-1] in student["payload"]["class_names"] for r in rows)
+
+
+
+def test_tflite_empty_batch_gives_no_rows(tflite, student):
+    model = HarModel(tflite["path"])
+    empty = np.zeros((0, model.window, model.channels), np.float32)
+    assert model.logits(empty).shape == (0, len(student["payload"]["class_names"]))

@@ -121,6 +121,8 @@ class DeployStudent(nn.Module):
 
     def forward(self, imu: torch.Tensor) -> torch.Tensor:
         """(B, W, C) raw window -> (B, K) logits, as the trained student gives them."""
+        if imu.shape[1] != self.patcher.window:   # the energy's scale assumes W samples
+            raise ValueError(f"window of {imu.shape[1]} samples, the model expects {self.patcher.window}")
         imu_t = imu.transpose(1, 2)                                          # (B, C, W)
         row = self.row(imu_t)                                                # (B,)
         tokens = self.patcher.tokens(self.features(imu_t), row, zero_padded=False)  # (B, N, p*F)

@@ -40,7 +40,8 @@ METADATA_KEY = "xtinyhar"
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax, in one new array (the device path calls it per window)."""
-    probs = logits - logits.max(axis=-1, keepdims=True)
+    probs = np.subtract(logits, logits.max(axis=-1, keepdims=True),
+                        dtype=np.result_type(logits, np.float32))      # a new float array
     np.exp(probs, out=probs)
     probs /= probs.sum(axis=-1, keepdims=True)
     return probs
@@ -213,6 +214,8 @@ class HarModel:
         imu = self.check(imu, source)
         if self.session is not None:
             return self.session.run(None, {"imu": imu})[0]
+        if len(imu) == 0:
+            return np.zeros((0, len(self.class_names)), np.float32)
         if len(imu) == 1:                           # a device's one window: no loop, no stack
             self.interpreter.set_tensor(self._tflite_in, imu)
             self.interpreter.invoke()

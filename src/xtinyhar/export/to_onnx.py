@@ -184,8 +184,14 @@ def _nodes_kept_in_float(path: Path) -> list[str]:
     import onnx
 
     graph = onnx.load(str(path)).graph
-    return [node.name for node in graph.node
+    kept = [node for node in graph.node
             if node.op_type in ("Gather", "Conv") and set(node.input) & set(FLOAT_INPUTS)]
+    named = {init.name for init in graph.initializer} & set(FLOAT_INPUTS)
+    missed = named - {name for node in kept for name in node.input}
+    if missed:   # an exporter that renamed or moved them would quietly quantise them
+        raise ExportError(f"{path}: no Gather/Conv node reads {', '.join(sorted(missed))}; "
+                          "cannot keep it out of int8")
+    return [node.name for node in kept]
 
 
 def quantize_onnx_int8(fp32_path: str | Path, out: str | Path, calibration_imu: np.ndarray,
