@@ -428,7 +428,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from xtinyhar.report import write_report
 
     written = write_report(args.run or [], args.out, labels=args.label, level=args.level,
-                           edge=args.edge, accuracy=args.accuracy)
+                           edge=args.edge, accuracy=args.accuracy, validation=args.validation)
     for path in written:
         print(path)
     return 0
@@ -550,6 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a run folder written by `xtinyhar cv` (repeatable)")
     rep.add_argument("--edge", help="a bench_edge.json (benchmarks/bench_edge.py) to write as edge.tex")
     rep.add_argument("--accuracy", help="a bench_accuracy.json (benchmarks/bench_accuracy.py) to write as accuracy.tex")
+    rep.add_argument("--validation", action="append",
+                     help="a benchmarks/bench_validation.py run folder (repeatable): one row each of validation.tex")
     rep.add_argument("--label", action="append", help="a name for each --run in tables (default: folder name)")
     rep.add_argument("--out", required=True, help="output folder, e.g. reports/")
     rep.add_argument("--level", choices=("trial", "window"), default="trial",

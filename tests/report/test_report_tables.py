@@ -90,7 +90,7 @@ def test_edge_table_from_bench_edge_json(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"rows": []}))
     with pytest.raises(DataError, match="bad.json: not a bench_edge.json"):
         write_report([], tmp_path / "out", edge=tmp_path / "bad.json")
-    with pytest.raises(XTinyHARError, match="at least one --run, --edge or --accuracy"):
+    with pytest.raises(XTinyHARError, match="at least one --run, --edge, --accuracy or --validation"):
         write_report([], tmp_path / "out")
 
 
@@ -106,3 +106,40 @@ def test_accuracy_targets_table_from_bench_accuracy_json(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"rows": [["only two", "cells"]]}))
     with pytest.raises(DataError, match="bad.json: not a bench_accuracy.json"):
         write_report([], tmp_path / "out", accuracy=tmp_path / "bad.json")
+
+
+def _validation_run(folder, overrides, accuracies, kd=True):
+    folder.mkdir(parents=True)
+    rows = [{"seed": seed, "student_accuracy": acc, "student_f1_macro": acc - 0.02,
+             "teacher_accuracy": 0.93} for seed, acc in zip((44, 42, 43), accuracies)]
+    (folder / "bench_validation.json").write_text(json.dumps(
+        {"config": "configs/utd_mhad.yaml", "overrides": overrides, "kd": kd, "rows": rows}))
+    return folder
+
+
+def test_validation_table_from_bench_validation_runs(tmp_path):
+    default = _validation_run(tmp_path / "default", [], [0.852, 0.882, 0.882])
+    heads = _validation_run(tmp_path / "L1_h2", ["model.student.heads=2"], [0.842, 0.831, 0.845], kd=False)
+    written = write_report([], tmp_path / "out", validation=[default, heads / "bench_validation.json"])
+    assert [p.name for p in written] == ["validation.tex"]
+    table = (tmp_path / "out" / "validation.tex").read_text()
+    # seeds sorted; mean +- sample std (ddof 1), as bench_validation.py prints them
+    assert (r"default & config as is & yes & 42 / 43 / 44 & 0.882 / 0.882 / 0.852 & 0.872 $\pm$ 0.017 & "
+            r"0.852 $\pm$ 0.017 & 0.930 $\pm$ 0.000 \\") in table
+    assert r"L1\_h2 & model.student.heads=2 & no & 42 / 43 / 44 & 0.831 / 0.845 / 0.842 & 0.839 $\pm$ 0.007" in table
+    from xtinyhar.cli import main
+
+    assert main(["report", "--validation", str(default), "--validation", str(heads),
+                 "--out", str(tmp_path / "cli")]) == 0
+    assert (tmp_path / "cli" / "validation.tex").read_text() == table
+
+
+def test_validation_inputs_that_are_not_bench_validation_runs(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty/bench_validation.json: not found"):
+        write_report([], tmp_path / "out", validation=[tmp_path / "empty"])
+    (tmp_path / "bad.json").write_text(json.dumps({"rows": [{"seed": 42}]}))
+    with pytest.raises(DataError, match="bad.json: not a bench_validation.json"):
+        write_report([], tmp_path / "out", validation=[tmp_path / "bad.json"])
+    with pytest.raises(XTinyHARError, match="--edge, --accuracy or --validation"):
+        write_report([], tmp_path / "out")

@@ -9,7 +9,8 @@ from xtinyhar.errors import DataError, XTinyHARError
 from xtinyhar.io import write_text
 from xtinyhar.report.figures import confusion_figure, folds_figure, history_figure
 from xtinyhar.report.runs import LEVELS, Run, load_run, read_json
-from xtinyhar.report.tables import edge_table, per_class_table, summary_table, targets_table
+from xtinyhar.report.tables import (edge_table, per_class_table, summary_table, targets_table,
+                                    validation_table)
 
 __all__ = ["Run", "load_run", "write_report"]
 
@@ -39,15 +40,32 @@ def load_targets(path: str | Path) -> list[list[str]]:
     return rows
 
 
+def load_validation(path: str | Path) -> tuple[str, dict]:
+    """A ``bench_validation.py`` run folder (or its ``bench_validation.json``) -> (name, the
+    JSON's content); a one-line DataError if it is not one."""
+    path = Path(path)
+    file = path / "bench_validation.json" if path.is_dir() else path
+    content = read_json(file, "`benchmarks/bench_validation.py --run DIR` writes DIR/bench_validation.json")
+    rows = content.get("rows") if isinstance(content, dict) else None
+    keys = ("seed", "student_accuracy", "student_f1_macro")
+    if not isinstance(rows, list) or not rows or not all(
+            isinstance(r, dict) and all(isinstance(r.get(k), (int, float)) for k in keys) for r in rows):
+        raise DataError(f"{file}: not a bench_validation.json (expected rows with "
+                        f"{', '.join(keys)})")
+    return (file.parent.name, content)
+
+
 def write_report(run_paths: list[str | Path], out: str | Path, *, labels: list[str] | None = None,
                  level: str = "trial", edge: str | Path | None = None,
-                 accuracy: str | Path | None = None) -> list[Path]:
+                 accuracy: str | Path | None = None,
+                 validation: list[str | Path] | None = None) -> list[Path]:
     """Write ``summary.tex`` and ``folds.png`` over all runs, and per run its per-class table,
     confusion matrix (student; teacher too where the run has one) and fold-0 training
     curves, into ``out``; with ``edge`` (a ``bench_edge.json``) also ``edge.tex``, with
-    ``accuracy`` (a ``bench_accuracy.json``) ``accuracy.tex``. Returns the files written."""
-    if not run_paths and edge is None and accuracy is None:
-        raise XTinyHARError("report needs at least one --run, --edge or --accuracy")
+    ``accuracy`` (a ``bench_accuracy.json``) ``accuracy.tex``, with ``validation``
+    (``bench_validation.py`` runs) ``validation.tex``. Returns the files written."""
+    if not run_paths and edge is None and accuracy is None and not validation:
+        raise XTinyHARError("report needs at least one --run, --edge, --accuracy or --validation")
     if level not in LEVELS:
         raise XTinyHARError(f"--level {level}: choose one of {', '.join(LEVELS)}")
     if labels and len(labels) != len(run_paths):
@@ -67,7 +85,10 @@ def write_report(run_paths: list[str | Path], out: str | Path, *, labels: list[s
 
     edge_rows = load_edge(edge) if edge is not None else None
     target_rows = load_targets(accuracy) if accuracy is not None else None
+    variants = [load_validation(path) for path in validation or []]
     written = []
+    if variants:
+        written.append(text(out / "validation.tex", validation_table(variants)))
     if target_rows is not None:
         written.append(text(out / "accuracy.tex", targets_table(target_rows, str(accuracy))))
     if edge_rows is not None:

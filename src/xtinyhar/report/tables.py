@@ -113,6 +113,35 @@ def _with_math(text: str) -> str:
     return out
 
 
+def _mean_sd(values: list[float]) -> str:
+    """Mean +- sample std (as ``bench_validation.py`` prints it); one value: the value."""
+    if len(values) < 2:
+        return f"{values[0]:.3f}" if values else "--"
+    return f"{np.mean(values):.3f} $\\pm$ {np.std(values, ddof=1):.3f}"
+
+
+def validation_table(variants: list[tuple[str, dict]]) -> str:
+    """One row per ``bench_validation.py`` run (model selection on validation subjects):
+    its changes to the config, KD or not, the student's trial accuracy per seed, their mean
+    +- std, macro-F1 and the teachers' accuracy (mean +- std over seeds)."""
+    body = []
+    for name, content in variants:
+        rows = sorted(content["rows"], key=lambda r: r["seed"])
+        accuracy = [r["student_accuracy"] for r in rows]
+        teachers = [r["teacher_accuracy"] for r in rows if r.get("teacher_accuracy") is not None]
+        seeds = " / ".join(f"{a:.3f}" for a in accuracy)
+        changes = ", ".join(content.get("overrides") or []) or "config as is"
+        body.append([escape(name), escape(changes), "yes" if content.get("kd", True) else "no",
+                     escape(" / ".join(str(r["seed"]) for r in rows)), seeds, _mean_sd(accuracy),
+                     _mean_sd([r["student_f1_macro"] for r in rows]),
+                     _mean_sd(teachers) if teachers else "--"])
+    return _tabular("lllllccc", ["Variant", "Changes", "KD", "Seeds", "Accuracy per seed",
+                                 "Accuracy", "Macro-F1", "Teacher"], body,
+                    "xtinyhar report: benchmarks/bench_validation.py runs (validation protocol: the "
+                    "standard split's training subjects 7, 5, 3, 1 held out in turn; student trial "
+                    "level, mean +- sample std over seeds)")
+
+
 def targets_table(rows: list[list[str]], source: str) -> str:
     """The what / measured / target table ``benchmarks/bench_accuracy.py`` printed, from its
     ``bench_accuracy.json``."""
