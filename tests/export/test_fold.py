@@ -83,7 +83,7 @@ def test_deployed_student_gives_the_same_logits(options):
 def test_deploy_form_leaves_baselines_and_the_model_alone():
     model = trained_like()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    assert isinstance(deploy_form(model), DeployStudent)
+    assert isinstance(deploy_form(model), DeployStudent) and not deploy_form(model).training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     cnn = build_baseline({"arch": "cnn1d", "n_classes": K, "window": 100, "channels": 6})
     assert deploy_form(cnn) is cnn

@@ -140,4 +140,6 @@ def deploy_form(model: nn.Module, energy_by_conv: bool = True) -> nn.Module:
     for TFLite)."""
     from xtinyhar.models.student import InertialTransformer
 
-    return DeployStudent(model, energy_by_conv) if isinstance(model, InertialTransformer) else model
+    if isinstance(model, InertialTransformer):
+        return DeployStudent(model, energy_by_conv).eval()   # a converter checks the top module's mode
+    return model
