@@ -155,3 +155,12 @@ def test_edge_runtime_row_times_the_device_path(tmp_path):
     export_onnx(student, tmp_path / "bare.onnx", {"window": 150, "channels": 6})
     with pytest.raises(XTinyHARError, match="metadata lacks"):
         bench.runtime_latency(tmp_path / "bare.onnx", window, runs=1)
+
+
+def test_int8_benchmark_settings_and_node_overhead():
+    """The int8 comparison covers what `--int8` writes, and the per-node timing runs."""
+    bench = _benchmark("bench_int8")
+    names = list(bench.settings())
+    assert names[0].startswith("--int8") and len(names) == 5
+    one, chain = bench.node_overhead(nodes=5, rounds=1)
+    assert 0 < one and 0 < chain

@@ -171,6 +171,9 @@ def torch_logits(model: torch.nn.Module, imu: np.ndarray, batch: int = 256) -> n
                           for i in range(0, len(imu), batch)]).numpy()
 
 
+INT8_OPS = ("MatMul", "Gemm", "Conv", "Gather")
+"""Operator types ``--int8`` quantises (``benchmarks/bench_int8.py`` compares other sets)."""
+
 FLOAT_INPUTS = ("attn_bias", "pool_weight", "energy_weight")
 """Constants of the deployed student (:mod:`xtinyhar.export.fold`) whose nodes int8 would
 only approximate at a cost: the padding bias (0 or float32's most negative value), the
@@ -224,7 +227,7 @@ def quantize_onnx_int8(fp32_path: str | Path, out: str | Path, calibration_imu: 
         try:
             quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
             quantize_static(str(prepared), str(quantized), Windows(calibration_imu),
-                            quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul", "Gemm", "Conv", "Gather"],
+                            quant_format=QuantFormat.QDQ, op_types_to_quantize=list(INT8_OPS),
                             per_channel=True, activation_type=QuantType.QInt8,
                             weight_type=QuantType.QInt8,
                             nodes_to_exclude=_nodes_kept_in_float(prepared))
