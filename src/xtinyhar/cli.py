@@ -503,7 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--model", nargs="+", help="checkpoints to profile instead")
     prof.add_argument("--classes", type=int, default=27, help="classes, with --config (default 27)")
     prof.add_argument("--latency", action="store_true",
-                      help="also peak memory, ONNX size and batch-1 latency (PyTorch eager, ONNX Runtime)")
+                      help="also peak memory, file sizes and batch-1 latency (PyTorch eager, ONNX Runtime fp32/int8, "
+                           "TFLite fp32/int8 when the tflite extra is installed)")
     prof.add_argument("--runs", type=int, default=1000, help="timed calls per latency (default 1000)")
     prof.add_argument("--joints", type=int, default=20, help="skeleton joints, with --config")
     prof.set_defaults(func=cmd_profile)
