@@ -32,12 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from xtinyhar.config import config_from_dict
-from xtinyhar.data import load_dataset
 from xtinyhar.export.to_onnx import (INT8_OPS, _nodes_kept_in_float, export_onnx,
                                      held_out_and_training, onnx_session, quiet_exporter)
-from xtinyhar.preprocess.tokens import build_token_cache
-from xtinyhar.train.tasks import load_model
+from xtinyhar.train.tasks import load_with_windows
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -131,16 +128,13 @@ def main() -> int:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     quiet_exporter()
-    model, payload = load_model(args.model, "student")
-    cfg = config_from_dict(payload["config"])
-    report = load_dataset(cfg)
-    cache = build_token_cache(cfg, report.trials, report.class_names)
+    model, payload, cache = load_with_windows(args.model)
     held_out, training = held_out_and_training(cache, payload["train_subjects"], payload.get("val_subjects", []),
                                                payload.get("test_subjects"))
     windows = np.ascontiguousarray(cache.imu[held_out], dtype=np.float32)
     labels = cache.label[held_out]
     calibration = np.ascontiguousarray(cache.imu[training][:512], dtype=np.float32)
-    meta = {"window": cfg.data.window, "channels": windows.shape[2]}
+    meta = {"window": windows.shape[1], "channels": windows.shape[2]}
     with tempfile.TemporaryDirectory(prefix="xtinyhar_int8_") as folder, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         work = Path(folder)

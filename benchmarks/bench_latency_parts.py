@@ -39,15 +39,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from xtinyhar.config import config_from_dict
-from xtinyhar.data import load_dataset
 from xtinyhar.evaluate.profile import measure_latency
 from xtinyhar.io import quiet_output
 from xtinyhar.export.fold import DeployStudent
 from xtinyhar.export.to_onnx import OPSET, held_out_and_training, onnx_session, quiet_exporter
 from xtinyhar.models.layers import attention_bias, lookup, masked_mean
-from xtinyhar.preprocess.tokens import build_token_cache
-from xtinyhar.train.tasks import load_model
+from xtinyhar.train.tasks import load_with_windows
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -215,11 +212,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=2000)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    student, payload = load_model(args.model, "student")
-    student.eval()
-    cfg = config_from_dict(payload["config"])
-    report = load_dataset(cfg)
-    cache = build_token_cache(cfg, report.trials, report.class_names)
+    student, payload, cache = load_with_windows(args.model)
     held_out, _ = held_out_and_training(cache, payload["train_subjects"], payload.get("val_subjects", []),
                                         payload.get("test_subjects"))
     windows = np.ascontiguousarray(cache.imu[held_out], dtype=np.float32)

@@ -501,3 +501,11 @@ def test_tflite_empty_batch_gives_no_rows(tflite, student):
     model = HarModel(tflite["path"])
     empty = np.zeros((0, model.window, model.channels), np.float32)
     assert model.logits(empty).shape == (0, len(student["payload"]["class_names"]))
+
+
+def test_load_with_windows_rebuilds_the_checkpoints_own_cache(student):
+    from xtinyhar.train.tasks import load_with_windows
+
+    model, payload, cache = load_with_windows(student["ckpt"])
+    assert not model.training and payload["train_subjects"] == student["payload"]["train_subjects"]
+    assert cache.meta["config_hash"] == payload["cache_hash"]

@@ -319,3 +319,16 @@ def load_model(path: str | Path, kind: str | None = None) -> tuple[torch.nn.Modu
         raise DataError(f"{path}: its model config and weights do not rebuild a model "
                         f"({reason[:200]}); was it written by another version?") from None
     return model.eval(), payload
+
+
+def load_with_windows(path: str | Path, kind: str = "student") -> tuple[torch.nn.Module, dict, TokenCache]:
+    """A checkpoint's model (eval mode) and payload, with the token cache its own training
+    config builds from the data (for benchmarks that evaluate or time a trained model)."""
+    from xtinyhar.config import config_from_dict
+    from xtinyhar.data import load_dataset
+    from xtinyhar.preprocess.tokens import build_token_cache
+
+    model, payload = load_model(path, kind)
+    cfg = config_from_dict(payload["config"])
+    report = load_dataset(cfg)
+    return model.eval(), payload, build_token_cache(cfg, report.trials, report.class_names)
