@@ -51,7 +51,7 @@ def tflite_latency(model, payload, cache, out: Path, window: np.ndarray, runs: i
     """TFLite fp32 and dynamic-range int8 batch-1 latency (with the int8 file's held-out
     trial accuracy), when the optional extra is installed; ``{}`` otherwise."""
     try:
-        from xtinyhar.export.to_tflite import export_checkpoint_tflite, tflite_interpreter
+        from xtinyhar.export.to_tflite import export_checkpoint_tflite
     except ImportError:
         return {}
     try:
@@ -59,15 +59,11 @@ def tflite_latency(model, payload, cache, out: Path, window: np.ndarray, runs: i
     except Exception as exc:  # missing extra or a conversion failure: report, keep going
         print(f"TFLite skipped for {out.name}: {exc}", file=sys.stderr)
         return {}
+    from xtinyhar.export.runtime import HarModel, graph_call
+
     timed = {}
     for precision in ("fp32", "int8"):
-        it = tflite_interpreter(reports[precision]["file"], threads=1)
-        inp, res = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
-
-        def call():
-            it.set_tensor(inp, window)
-            it.invoke()
-            it.get_tensor(res)
+        call = graph_call(HarModel(reports[precision]["file"], threads=1), window[0])
         timed[precision] = {**measure_latency(call, runs=runs, threads=1),
                             "file": str(reports[precision]["file"]),
                             "trial_acc": reports[precision]["accuracy"]["trial"]}
