@@ -161,6 +161,12 @@ class TrainConfig:
     grad_clip: float = field(default=1.0, metadata=_range(0, lo_open=True))
     label_smoothing: float = field(default=0.0, metadata=_range(0, 0.5))
     threads: int = field(default=2, metadata=_range(1))
+    # weights validated and kept: the live ones ("none"), an exponential moving average over
+    # steps ("ema", ema_decay per step) or a uniform average of every step's weights ("uniform",
+    # SWA-like), averaging from average_start (a fraction of the epochs) on
+    average: str = field(default="none", metadata=_range(choices=("none", "ema", "uniform")))
+    average_start: float = field(default=0.0, metadata=_range(0, 1))
+    ema_decay: float = field(default=0.995, metadata=_range(0, 1, lo_open=True))
 
 
 @dataclass

@@ -143,3 +143,77 @@ def test_without_validation_the_last_epoch_is_kept():
     assert len(result.history) == SETTINGS.epochs and result.best_epoch == SETTINGS.epochs
     assert np.isnan(result.best_score)
     assert not model.training            # returned ready to predict (dropout off), as with validation
+
+
+def _fit_recording(settings, val):
+    """Fit Tiny; return it and the weights each training step saw (before its update)."""
+    torch.manual_seed(0)
+    model = Tiny()
+    seen = []
+
+    def recording(model, batch):
+        if model.training:
+            seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return step(model, batch)
+
+    fit(model, data(200, 0), val, recording, settings)
+    return model, seen
+
+
+def test_uniform_average_is_the_mean_of_the_weights_after_each_step():
+    """train.average=uniform keeps the mean of the weights after every step from
+    average_start on (SWA-like), not the last ones."""
+    empty = {k: v[:0] for k, v in data(10, 1).items()}
+    epochs, per_epoch = 4, 200 // 16 + 1
+    plain = FitSettings(**{**SETTINGS.__dict__, "epochs": epochs})
+    live, seen = _fit_recording(plain, empty)
+    averaged, _ = _fit_recording(FitSettings(**{**plain.__dict__, "average": "uniform",
+                                                "average_start": 0.5}), empty)
+    first = 2 * per_epoch                       # updates from epoch 3 on: after steps first..last
+    after_step = seen[first + 1:] + [live.state_dict()]
+    assert len(after_step) == epochs * per_epoch - first
+    for name, value in averaged.state_dict().items():
+        expected = torch.stack([w[name] for w in after_step]).mean(0)
+        torch.testing.assert_close(value, expected)
+        assert not torch.allclose(value, live.state_dict()[name])
+
+
+def test_ema_average_validates_and_resumes(tmp_path):
+    """train.average=ema: the averaged weights are what is validated and kept, and an
+    interrupted fit resumes to the same averaged weights."""
+    settings = FitSettings(**{**SETTINGS.__dict__, "average": "ema", "ema_decay": 0.9})
+    torch.manual_seed(0)
+    full = Tiny()
+    result = fit(full, data(200, 0), data(60, 1), step, settings, workdir=tmp_path / "full")
+    assert result.history[-1]["val_acc"] > 0.75        # it learns (the live weights: > 0.8)
+    torch.manual_seed(0)
+    live = Tiny()
+    fit(live, data(200, 0), data(60, 1), step, SETTINGS)
+    assert not torch.allclose(full.net[1].weight, live.net[1].weight)
+
+    torch.manual_seed(0)
+    cut = Tiny()
+    calls = {"n": 0}
+
+    def interrupting(batch, rng):
+        calls["n"] += 1
+        if calls["n"] > 3 * (200 // 16 + 1):
+            raise KeyboardInterrupt
+        return batch
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(cut, data(200, 0), data(60, 1), step, settings, augment=interrupting,
+            workdir=tmp_path / "cut")
+    torch.manual_seed(0)
+    resumed = Tiny()
+    fit(resumed, data(200, 0), data(60, 1), step, settings, workdir=tmp_path / "cut", resume=True)
+    for pa, pb in zip(full.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(pa, pb)
+
+
+def test_unknown_average_is_a_clear_error():
+    from xtinyhar.errors import XTinyHARError
+
+    bad = FitSettings(**{**SETTINGS.__dict__, "average": "polyak"})
+    with pytest.raises(XTinyHARError, match="train.average: 'polyak'"):
+        fit(Tiny(), data(20, 0), data(6, 1), step, bad)

@@ -5,7 +5,10 @@ training batches only, validation on subjects held out of training, best-checkpo
 selection by validation macro-F1 (ties: lower validation loss), early stopping after
 ``patience`` epochs without improvement, ``history.csv`` written after every epoch, and
 ``last.pt`` so an interrupted fit resumes from its last finished epoch with the same result
-(each epoch's shuffling and dropout are seeded from ``seed + epoch``).
+(each epoch's shuffling and dropout are seeded from ``seed + epoch``). Optionally, the
+weights that are validated and kept are an average of the weights after every step
+(``average``: an exponential moving average, or a uniform one from ``average_start`` of the
+way through training, as in SWA/SWAD), through ``torch.optim.swa_utils.AveragedModel``.
 
 Data are dicts of equally long NumPy arrays (``imu``, ``label``, maybe ``skeleton``,
 ``teacher_logits``); ``step`` maps a model and a batch of tensors to (loss, logits).
@@ -49,6 +52,9 @@ class FitSettings:
     patience: int = 30
     grad_clip: float = 1.0
     threads: int = 2
+    average: str = "none"        # "none", "ema" or "uniform": which weights are validated and kept
+    average_start: float = 0.0   # fraction of the epochs after which averaging starts
+    ema_decay: float = 0.995     # per step, for average="ema"
 
 
 @dataclass
@@ -57,6 +63,21 @@ class FitResult:
     best_score: float
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+
+
+def weight_averager(model: torch.nn.Module, settings: FitSettings):
+    """An ``AveragedModel`` of ``model`` for ``settings.average`` (None for "none").
+
+    Parameters are averaged; buffers (fixed patching tables, BatchNorm statistics) follow the
+    live model, since integer tables cannot be averaged."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    if settings.average == "none":
+        return None
+    if settings.average == "ema":
+        return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay))
+    if settings.average == "uniform":
+        return AveragedModel(model)
+    raise XTinyHARError(f"train.average: {settings.average!r} is not one of none, ema, uniform")
 
 
 def seed_everything(seed: int) -> None:
@@ -127,6 +148,8 @@ def fit(model: torch.nn.Module, train: Arrays, val: Arrays, step: Step, settings
     warmup = min(settings.warmup_epochs * steps_per_epoch, total // 2)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup, total))
 
+    averaged = weight_averager(model, settings)
+    average_from = math.floor(settings.average_start * settings.epochs)
     history: list[dict] = []
     best = {"score": (-1.0, -math.inf), "epoch": -1, "state": copy.deepcopy(model.state_dict())}
     start_epoch = 0
@@ -142,6 +165,8 @@ def fit(model: torch.nn.Module, train: Arrays, val: Arrays, step: Step, settings
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         history, start_epoch = state["history"], state["epoch"] + 1
+        if averaged is not None and state.get("averaged") is not None:
+            averaged.load_state_dict(state["averaged"])
         best = {"score": tuple(state["best_score"]), "epoch": state["best_epoch"],
                 "state": state["best_state"]}
         log.info("%s: resuming after epoch %d", desc, state["epoch"] + 1)
@@ -171,6 +196,8 @@ def fit(model: torch.nn.Module, train: Arrays, val: Arrays, step: Step, settings
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
             optimizer.step()
             scheduler.step()
+            if averaged is not None and epoch >= average_from:
+                averaged.update_parameters(model)
             seen += len(index)
             loss_sum += float(loss.detach()) * len(index)
             predicted.append(logits.detach().argmax(1).numpy())
@@ -178,14 +205,15 @@ def fit(model: torch.nn.Module, train: Arrays, val: Arrays, step: Step, settings
         predicted, truth = np.concatenate(predicted), np.concatenate(truth)
         train_metrics = {"loss": loss_sum / seen, "acc": float((predicted == truth).mean()),
                          "f1": float(f1_score(truth, predicted, average="macro"))}
+        kept = averaged.module if averaged is not None and epoch >= average_from else model
         if len(val["label"]):
-            val_metrics = evaluate(model, val, step)
+            val_metrics = evaluate(kept, val, step)
             score = (val_metrics["f1"], -val_metrics["loss"])
         else:  # no validation subjects: the last epoch is the result
             val_metrics = {"loss": float("nan"), "acc": float("nan"), "f1": float("nan")}
             score = (float(epoch), 0.0)
         if score > best["score"]:
-            best = {"score": score, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+            best = {"score": score, "epoch": epoch, "state": copy.deepcopy(kept.state_dict())}
         history.append({"epoch": epoch + 1, "train_loss": round(train_metrics["loss"], 5),
                         "train_acc": round(train_metrics["acc"], 5),
                         "train_f1": round(train_metrics["f1"], 5),
@@ -199,7 +227,8 @@ def fit(model: torch.nn.Module, train: Arrays, val: Arrays, step: Step, settings
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
                 "best_score": list(best["score"]), "best_epoch": best["epoch"],
-                "best_state": best["state"], "fingerprint": fingerprint})
+                "best_state": best["state"], "fingerprint": fingerprint,
+                "averaged": averaged.state_dict() if averaged is not None else None})
     model.load_state_dict(best["state"])
     model.eval()   # as with validation subjects, whose last evaluation left it in eval mode
     best_score = best["score"][0] if len(val["label"]) else float("nan")

@@ -44,7 +44,8 @@ def settings_from(cfg: Config, teacher: bool) -> FitSettings:
     epochs = (t.teacher_epochs or t.epochs) if teacher else t.epochs
     return FitSettings(epochs=epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
                        seed=t.seed, warmup_epochs=t.warmup_epochs, patience=t.patience,
-                       grad_clip=t.grad_clip, threads=t.threads)
+                       grad_clip=t.grad_clip, threads=t.threads, average=t.average,
+                       average_start=t.average_start, ema_decay=t.ema_decay)
 
 
 def fit_fingerprint(cfg: Config, cache: TokenCache, train_idx: np.ndarray,
