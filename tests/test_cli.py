@@ -87,3 +87,41 @@ def test_profile_refuses_a_skeleton_without_its_hip_joint(capsys):
                  "--joints", "2"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "hip joint 3" in err
+
+
+def test_outputs_are_checked_before_any_work(tmp_path, capsys):
+    """A directory, a wrong suffix or a bad export tolerance is refused up front (it used
+    to fail after training or exporting, naming an internal temporary file)."""
+    folder = tmp_path / "taken.npz"
+    folder.mkdir()
+    cases = [
+        (["prepare", "--config", str(CONFIGS / "synthetic.yaml"), "--out", str(folder)],
+         f"--out {folder}: is a directory"),
+        (["prepare", "--config", str(CONFIGS / "synthetic.yaml"), "--out", str(tmp_path / "c.yaml")],
+         "should end in .npz"),
+        (["train-student", "--config", str(CONFIGS / "synthetic.yaml"), "--no-kd", "--save",
+          str(tmp_path / "s.yaml")], "--save"),
+        (["export", "--model", str(tmp_path / "none.pt"), "--out", str(tmp_path / "m.onnx"),
+          "--tolerance", "-1"], "--tolerance -1.0: must be a positive number"),
+        (["profile", "--model", str(tmp_path / "none.pt"), "--classes", "5"],
+         "--classes only apply with --config"),
+        (["stream", "--model", str(tmp_path / "none.onnx"), "--input", str(tmp_path / "x.csv"),
+          "--chunk", "0"], "--chunk 0: must be >= 1"),
+    ]
+    for argv, fragment in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and fragment in err, (argv, err)
+    int8_dir = tmp_path / "m_int8.onnx"
+    int8_dir.mkdir()
+    assert main(["export", "--model", str(tmp_path / "none.pt"), "--out", str(tmp_path / "m.onnx"),
+                 "--int8"]) == 2
+    assert f"{int8_dir} would be written and is a directory" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m_int8.onnx", "taken.npz"]
+
+
+def test_root_and_tokens_together_are_refused(tmp_path, capsys):
+    assert main(["train-student", "--config", str(CONFIGS / "synthetic.yaml"), "--no-kd",
+                 "--tokens", str(tmp_path / "t.npz"), "--root", str(tmp_path),
+                 "--save", str(tmp_path / "s.pt")]) == 2
+    assert "the token cache already holds the data" in capsys.readouterr().err

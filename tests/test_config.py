@@ -81,6 +81,13 @@ def test_override_by_dotted_key():
     ("data:\n  segmentation: chunks\n", "data.segmentation: 'chunks' is not one of sliding, trial"),
     ("data:\n  window: [1\n", "not valid YAML"),
     ("- a\n- b\n", "mapping of sections"),
+    ("train:\n  lr: .nan\n", "train.lr: nan is not a finite number"),
+    ("train:\n  weight_decay: .inf\n", "train.weight_decay: inf is not a finite number"),
+    ("train:\n  lr: nan\n", "train.lr: nan is not a finite number"),         # a numeric string
+    ("preproc:\n  dynamic_patch:\n    tau_low: .nan\n", "tau_low: nan is not a finite number"),
+    ("train:\n  average: ema\n  ema_decay: 1.0\n", "train.ema_decay: 1.0 must be < 1"),
+    ("train:\n  ema_decay: 0\n", "train.ema_decay: 0.0 must be > 0"),
+    ("train:\n  average: polyak\n", "train.average: 'polyak' is not one of none, ema, uniform"),
 ])
 def test_bad_config_is_a_one_line_error_naming_file_and_key(tmp_path, text, fragment):
     path = write(tmp_path, text)
@@ -94,6 +101,15 @@ def test_bad_config_is_a_one_line_error_naming_file_and_key(tmp_path, text, frag
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="is a directory, not a config file"):
+        load_config(tmp_path)
+
+
+def test_binary_config_is_a_one_line_error(tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"PK\x03\x04\x80\x81\xfe binary")
+    with pytest.raises(ConfigError, match=r"model.pt: not a text YAML config"):
+        load_config(path)
 
 
 def test_round_trip_through_dict_and_cache_hash():

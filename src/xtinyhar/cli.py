@@ -37,6 +37,20 @@ def parse_overrides(items: list[str] | None) -> dict:
     return overrides
 
 
+def _output_file(value: str, flag: str, suffix: str) -> Path:
+    """Check an output path before any work is done: the right suffix, not a directory, a
+    folder that exists or can be made and is writable."""
+    path = Path(value)
+    if path.suffix != suffix:
+        raise XTinyHARError(f"{flag} {value}: should end in {suffix}")
+    if path.is_dir():
+        raise XTinyHARError(f"{flag} {value}: is a directory")
+    folder = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise XTinyHARError(f"{flag} {value}: cannot write into {folder}")
+    return path
+
+
 def _load_cfg(args: argparse.Namespace):
     overrides = parse_overrides(getattr(args, "set", None))
     if getattr(args, "dataset", None):
@@ -51,6 +65,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from xtinyhar.data import load_dataset
     from xtinyhar.preprocess.tokens import build_token_cache, save_token_cache, summarize
 
+    _output_file(args.out, "--out", ".npz")
     cfg = _load_cfg(args)
     started = time.perf_counter()
     report = load_dataset(cfg, skip_bad=args.skip_bad)
@@ -72,6 +87,9 @@ def _cache_for(cfg, args):
     from xtinyhar.preprocess.tokens import build_token_cache, load_token_cache
 
     if getattr(args, "tokens", None):
+        if getattr(args, "root", None):
+            raise XTinyHARError(f"--root {args.root} and --tokens {args.tokens}: the token cache "
+                                "already holds the data; give one of them")
         return load_token_cache(args.tokens, cfg)
     report = load_dataset(cfg, skip_bad=getattr(args, "skip_bad", False))
     return build_token_cache(cfg, report.trials, report.class_names)
@@ -118,6 +136,7 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
     """Train the multimodal teacher on one split's training subjects and save it."""
     from xtinyhar.train.tasks import fit_teacher, save_model
 
+    _output_file(args.save, "--save", ".pt")
     cfg = _load_cfg(args)
     cache = _cache_for(cfg, args)
     split = _split(cfg, cache, args)
@@ -142,6 +161,7 @@ def cmd_train_student(args: argparse.Namespace) -> int:
     if args.no_kd and args.teacher:
         raise XTinyHARError(f"--no-kd and --teacher {args.teacher}: choose one (a student "
                             "without KD uses no teacher)")
+    _output_file(args.save, "--save", ".pt")
     cfg = _load_cfg(args)
     cache = _cache_for(cfg, args)
     split = _split(cfg, cache, args)
@@ -192,8 +212,15 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from xtinyhar.train.tasks import build_student, load_model, teacher_config
 
     for flag, value in (("--runs", args.runs), ("--classes", args.classes), ("--joints", args.joints)):
-        if value < 1:
+        if value is not None and value < 1:
             raise XTinyHARError(f"{flag} {value}: must be at least 1")
+    if args.model:
+        ignored = [flag for flag, value in (("--config", args.config), ("--set", args.set),
+                                            ("--dataset", args.dataset), ("--classes", args.classes),
+                                            ("--joints", args.joints)) if value is not None]
+        if ignored:
+            raise XTinyHARError(f"profile --model takes its settings from the checkpoint; "
+                                f"{', '.join(ignored)} only apply with --config")
     models = []
     if args.model:
         for path in args.model:
@@ -203,9 +230,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
         raise XTinyHARError("profile needs --config (untrained models) or --model CHECKPOINT ...")
     else:
         cfg = _load_cfg(args)
-        n_classes = args.classes
+        n_classes, joints = args.classes or 27, args.joints or 20
         models = [(f"student ({cfg.model.student.arch})", build_student(cfg, n_classes).eval()),
-                  ("teacher", STConvTeacher(teacher_config(cfg, n_classes, args.joints)).eval())]
+                  ("teacher", STConvTeacher(teacher_config(cfg, n_classes, joints)).eval())]
     header = f"{'model':<40} {'params':>9} {'size KB':>9} {'MFLOPs':>9}"
     print(header + "   (batch 1, one window" + (", latency on 1 thread)" if args.latency else ")"))
     for name, model in models:
@@ -285,6 +312,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     suffix = ".tflite" if args.format == "tflite" else ".onnx"
     if Path(args.out).suffix != suffix:
         raise XTinyHARError(f"--out {args.out}: a {args.format} file should end in {suffix}")
+    if not math.isfinite(args.tolerance) or args.tolerance <= 0:
+        raise XTinyHARError(f"--tolerance {args.tolerance}: must be a positive number")
+    out = _output_file(args.out, "--out", suffix)
+    written = [out, out.with_name(out.name + ".json")]
+    if args.int8:
+        int8 = out.with_name(out.stem + "_int8" + suffix)
+        written += [int8, int8.with_name(int8.name + ".json")]
+    for path in written[1:]:
+        if path.is_dir():
+            raise XTinyHARError(f"--out {args.out}: {path} would be written and is a directory")
     model, payload = load_model(args.model)
     if payload["kind"] != "student":
         raise XTinyHARError(f"{args.model}: is a {payload['kind']} checkpoint; export takes the "
@@ -317,6 +354,9 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
     from xtinyhar.export.runtime import HarModel, Streamer, read_imu_csv
 
+    for flag, value in (("--chunk", args.chunk), ("--stride", args.stride)):
+        if value is not None and value < 1:
+            raise XTinyHARError(f"{flag} {value}: must be >= 1")
     model = HarModel(args.model)
     path = Path(args.input)
     if path.suffix == ".mat":
@@ -328,8 +368,6 @@ def cmd_stream(args: argparse.Namespace) -> int:
         imu = read_inertial(path)
     else:
         imu = read_imu_csv(path, model.channels)
-    if args.chunk < 1 or (args.stride is not None and args.stride < 1):
-        raise XTinyHARError("--chunk and --stride must be >= 1")
 
     def show(prefix: str, label: str, probs) -> None:
         top = np.argsort(probs)[::-1][:3]
@@ -501,12 +539,12 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     prof.add_argument("--dataset", choices=DATASETS)
     prof.add_argument("--model", nargs="+", help="checkpoints to profile instead")
-    prof.add_argument("--classes", type=int, default=27, help="classes, with --config (default 27)")
+    prof.add_argument("--classes", type=int, help="classes, with --config (default 27)")
     prof.add_argument("--latency", action="store_true",
                       help="also peak memory, file sizes and batch-1 latency (PyTorch eager, ONNX Runtime fp32/int8, "
                            "TFLite fp32/int8 when the tflite extra is installed)")
     prof.add_argument("--runs", type=int, default=1000, help="timed calls per latency (default 1000)")
-    prof.add_argument("--joints", type=int, default=20, help="skeleton joints, with --config")
+    prof.add_argument("--joints", type=int, help="skeleton joints, with --config (default 20)")
     prof.set_defaults(func=cmd_profile)
     export = sub.add_parser("export", help="export a student to ONNX (+ int8) with parity checks")
     export.add_argument("--model", required=True, help="student checkpoint, e.g. runs/utd/folds/0/student.pt")

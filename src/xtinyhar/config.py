@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -30,9 +31,10 @@ PROTOCOLS = ("kfold", "loso", "standard", "validation")  # see xtinyhar.data.spl
 
 
 def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
-           choices: tuple | None = None) -> dict:
-    """Field metadata for validation: inclusive bounds (``lo_open`` makes lo exclusive)."""
-    return {"lo": lo, "hi": hi, "lo_open": lo_open, "choices": choices}
+           hi_open: bool = False, choices: tuple | None = None) -> dict:
+    """Field metadata for validation: inclusive bounds (``lo_open`` / ``hi_open`` make
+    them exclusive)."""
+    return {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open, "choices": choices}
 
 
 @dataclass
@@ -166,7 +168,7 @@ class TrainConfig:
     # SWA-like), averaging from average_start (a fraction of the epochs) on
     average: str = field(default="none", metadata=_range(choices=("none", "ema", "uniform")))
     average_start: float = field(default=0.0, metadata=_range(0, 1))
-    ema_decay: float = field(default=0.995, metadata=_range(0, 1, lo_open=True))
+    ema_decay: float = field(default=0.995, metadata=_range(0, 1, lo_open=True, hi_open=True))
 
 
 @dataclass
@@ -245,6 +247,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 
 
 def _check_range(value: Any, meta: dict, where: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: {value!r} is not a finite number")
     if value is None or not meta:
         return
     if meta.get("choices") is not None and value not in meta["choices"]:
@@ -252,8 +256,8 @@ def _check_range(value: Any, meta: dict, where: str) -> None:
     lo, hi = meta.get("lo"), meta.get("hi")
     if lo is not None and (value <= lo if meta.get("lo_open") else value < lo):
         raise ConfigError(f"{where}: {value!r} must be {'>' if meta.get('lo_open') else '>='} {lo}")
-    if hi is not None and value > hi:
-        raise ConfigError(f"{where}: {value!r} must be <= {hi}")
+    if hi is not None and (value >= hi if meta.get("hi_open") else value > hi):
+        raise ConfigError(f"{where}: {value!r} must be {'<' if meta.get('hi_open') else '<='} {hi}")
 
 
 def _build(cls: type, raw: dict, where: str) -> Any:
@@ -342,10 +346,14 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
     Errors name the file: ``configs/x.yaml: unknown key 'train.lrr' (did you mean ...)``.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a config file")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text YAML config (binary or non-UTF-8 content)") from None
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         at = f" (line {line + 1})" if line is not None else ""

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -100,12 +101,25 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
 def load_checkpoint(path: str | Path) -> dict:
     """Load with ``weights_only=True``: a checkpoint from a stranger cannot run code."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a checkpoint")
     if not path.is_file():
         raise DataError(f"{path}: checkpoint not found")
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    if magic not in (b"PK", b"\x80\x02"):   # torch.save's zip archive, or its legacy pickle
+        what = "an empty file" if not magic else "not a PyTorch file"
+        raise DataError(f"{path}: not a readable checkpoint ({what})")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or unsafe files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+        if text.startswith("Weights only load failed"):
+            reason = "it holds Python objects, not only tensors and plain data; a weights-only load refuses it"
+        else:
+            reason = text.splitlines()[0] if text else type(exc).__name__
+            if "zip archive" in reason or isinstance(exc, EOFError):
+                reason = "truncated or damaged: its archive cannot be read"
         raise DataError(f"{path}: not a readable checkpoint ({reason[:200]})") from None
     if not isinstance(payload, dict):
         raise DataError(f"{path}: not an XTinyHAR checkpoint")

@@ -69,3 +69,22 @@ def test_a_run_path_that_is_a_file_is_a_one_line_error(small, tmp_path):
         with pytest.raises(XTinyHARError, match="summary.json: --run must be a directory"):
             run_cv(cfg, cache, protocol="kfold", run_dir=path, resume=resume)
     assert path.read_text() == "{}"
+
+
+def test_resume_with_damaged_run_files_is_a_one_line_error(small, tmp_path):
+    """A truncated metrics.json or a corrupted config.yaml in a run folder used to end
+    --resume in a JSON or YAML parser traceback."""
+    cfg, cache = small
+    splits = make_splits(cache.subject, "kfold", folds=cfg.eval.folds, seed=cfg.train.seed,
+                         val_subjects=cfg.eval.val_subjects)
+    records = [{**_fold_record(s), "seconds": 1.0} for s in splits]
+    finished_run(tmp_path / "truncated", cfg, records)
+    metrics = tmp_path / "truncated" / "folds" / "0" / "metrics.json"
+    metrics.write_text(metrics.read_text()[:20])
+    with pytest.raises(XTinyHARError, match=r"folds/0/metrics.json: unreadable .*delete it to rerun") as err:
+        run_cv(cfg, cache, protocol="kfold", run_dir=tmp_path / "truncated", resume=True)
+    assert "\n" not in str(err.value)
+    finished_run(tmp_path / "config", cfg, records)
+    (tmp_path / "config" / "config.yaml").write_text("config: [unclosed\n")
+    with pytest.raises(XTinyHARError, match=r"config.yaml: unreadable .*choose another --run"):
+        run_cv(cfg, cache, protocol="kfold", run_dir=tmp_path / "config", resume=True)

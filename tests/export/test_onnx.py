@@ -348,7 +348,7 @@ def test_a_trial_model_stretches_the_trial_and_refuses_streams(student, utd_tria
     assert main(["stream", "--model", str(path), "--input", str(csv), "--stride", "5"]) == 2
     assert "--stride and --pad do not apply" in capsys.readouterr().err
     assert main(["stream", "--model", str(path), "--input", str(csv), "--chunk", "0"]) == 2
-    assert "--chunk and --stride must be >= 1" in capsys.readouterr().err
+    assert "--chunk 0: must be >= 1" in capsys.readouterr().err
     (tmp_path / "trial.onnx.json").write_text(json.dumps({**meta, "segmentation": "chunks"}))
     with pytest.raises(DataError, match="unknown segmentation 'chunks'"):
         HarModel(path)

@@ -134,3 +134,39 @@ def test_file_that_is_not_a_token_cache(tmp_path):
     np.savez(odd_meta, meta=np.array("3"), **fields)
     with pytest.raises(DataError, match="odd_meta.npz: not a readable token cache"):
         load_token_cache(odd_meta)
+
+
+def test_empty_or_directory_cache(tmp_path):
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty.npz: not a readable token cache \(an empty file\)"):
+        load_token_cache(empty)
+    with pytest.raises(DataError, match="is a directory, not a token cache"):
+        load_token_cache(tmp_path)
+
+
+def _damaged(utd_cache, tmp_path, change):
+    import dataclasses
+    cache = dataclasses.replace(utd_cache, **{k: v for k, v in change(utd_cache).items()})
+    path = tmp_path / "damaged.npz"
+    save_token_cache(path, cache)
+    return path
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: {"imu": np.where(np.arange(len(c.imu))[:, None, None] == 3, np.nan, c.imu)},
+     r"imu holds NaN or inf in 1 window\(s\) \(first: window 3\)"),
+    (lambda c: {"skeleton": np.full_like(c.skeleton, np.inf)}, r"skeleton holds NaN or inf in"),
+    (lambda c: {"imu": c.imu[..., :5]}, r"imu has 5 channels, its meta names 6"),
+    (lambda c: {"label": c.label[:-1]}, r"label has \d+ rows for \d+ windows"),
+    (lambda c: {"label": np.where(np.arange(len(c.label)) == 0, 99, c.label)},
+     r"label holds 99, outside 0\.\.26 \(27 class names\)"),
+    (lambda c: {"label": np.where(np.arange(len(c.label)) == 0, -1, c.label)}, r"label holds -1"),
+])
+def test_damaged_cache_contents_are_one_line_errors(utd_cache, tmp_path, change, message):
+    """A cache that unpacks but holds NaN, a wrong shape or a label out of range stops at
+    load time, naming the file, instead of failing deep inside a model."""
+    path = _damaged(utd_cache, tmp_path, change)
+    with pytest.raises(DataError, match=message) as err:
+        load_token_cache(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)

@@ -217,3 +217,23 @@ def test_unknown_average_is_a_clear_error():
     bad = FitSettings(**{**SETTINGS.__dict__, "average": "polyak"})
     with pytest.raises(XTinyHARError, match="train.average: 'polyak'"):
         fit(Tiny(), data(20, 0), data(6, 1), step, bad)
+
+
+def test_a_diverging_fit_stops_with_a_one_line_error(tmp_path):
+    """NaN inputs (or a learning rate that blows up) end the fit with an error instead of
+    returning NaN weights for the caller to save."""
+    from xtinyhar.errors import XTinyHARError
+
+    train = data(200, 0)
+    train["imu"][5, 0, 0] = np.nan
+    with pytest.raises(XTinyHARError, match=r"^student: training diverged \(loss nan in epoch 1\)"):
+        fit(Tiny(), train, data(60, 1), step, SETTINGS, desc="student")
+
+
+def test_resume_refuses_a_file_that_is_not_a_fit_state(tmp_path):
+    from xtinyhar.errors import XTinyHARError
+    from xtinyhar.io import save_checkpoint
+
+    save_checkpoint(tmp_path / "last.pt", {"format": "xtinyhar-checkpoint-1", "state_dict": {}})
+    with pytest.raises(XTinyHARError, match=r"last.pt: not the state of an interrupted fit; delete it"):
+        fit(Tiny(), data(20, 0), data(6, 1), step, SETTINGS, workdir=tmp_path, resume=True)

@@ -106,7 +106,8 @@ def run_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Path, *, kd
             teacher, payload = load_model(teacher_path, "teacher")
             check_teacher(teacher_path, payload, split.train_subjects, chash)
             fitted = fold_dir / "teacher_fit.json"   # written with the teacher, if by this version
-            earlier = json.loads(fitted.read_text()) if fitted.exists() else {}
+            earlier = (_read_record(fitted, "delete the fold's folder to rerun it")
+                       if fitted.exists() else {})
             record["teacher_fit"] = earlier.get("record", {"reloaded": True})
             histories += earlier.get("history", [])
             started -= record["teacher_fit"].get("seconds", 0.0)   # the fold's time includes it
@@ -183,6 +184,19 @@ def _minirocket_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Pat
 
 
 MODELS_LEVELS = [("teacher", "trial"), ("student", "trial"), ("teacher", "window"), ("student", "window")]
+
+
+def _read_record(path: Path, what: str) -> dict:
+    """A JSON or YAML file a run wrote earlier, or a one-line error naming it."""
+    try:
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text) or {}
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise XTinyHARError(f"{path}: unreadable ({reason[:120]}); {what}") from None
+    if not isinstance(data, dict):
+        raise XTinyHARError(f"{path}: not a mapping; {what}")
+    return data
 
 
 def _run_parallel(cfg: Config, cache: TokenCache, todo: list, *, kd: bool, resume: bool,
@@ -315,7 +329,7 @@ def run_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path
     run_dir.mkdir(parents=True, exist_ok=True)
     saved = run_dir / "config.yaml"
     if saved.exists():
-        previous = yaml.safe_load(saved.read_text()) or {}
+        previous = _read_record(saved, "choose another --run (or restore the file)")
         try:   # keys added to the package since the run started take their defaults
             before = config_from_dict(previous.get("config", {}), source=str(saved)).to_dict()
         except XTinyHARError:
@@ -339,7 +353,7 @@ def run_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path
         fold_dir = run_dir / "folds" / str(split.fold)
         done = fold_dir / "metrics.json"
         if resume and done.exists():
-            record = json.loads(done.read_text())
+            record = _read_record(done, "delete it to rerun the fold")
             expected = _fold_record(split)
             if any(sorted(int(s) for s in record.get(key, [])) != sorted(int(s) for s in expected[key])
                    for key in ("train_subjects", "val_subjects", "test_subjects")):

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xtinyhar.errors import DataError
+from xtinyhar.errors import DataError, XTinyHARError
 from xtinyhar.timing import time_calls
 
 METADATA_KEY = "xtinyhar"
@@ -59,6 +59,10 @@ def _read_json(path: Path) -> dict:
         metadata = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a JSON text file (undecodable bytes)") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not isinstance(metadata, dict):
         raise DataError(f"{path}: not XTinyHAR metadata (a JSON {type(metadata).__name__}, "
                         "expected an object)")
@@ -78,17 +82,44 @@ def as_numeric(values, source: str) -> np.ndarray:
     return array
 
 
-def read_metadata(path: Path, session=None) -> dict:
-    """The sidecar ``<file>.json``; else, for files exported before it was named so, the
-    ``<stem>.json`` of the same format; else the metadata inside an ONNX file."""
+def metadata_beside(path: Path) -> tuple[dict, Path] | None:
+    """The metadata in a JSON file beside the model, and that file: the sidecar
+    ``<file>.json`` (whose ``format`` must be the model file's type), else, for files
+    exported before it was named so, the ``<stem>.json`` of the same format; else None."""
+    path = Path(path)
     sidecar = sidecar_path(path)
     if sidecar.is_file():
-        return _read_json(sidecar)
+        metadata = _read_json(sidecar)
+        check_format(metadata, path, str(sidecar))
+        return metadata, sidecar
     legacy = path.with_suffix(".json")
     if legacy.is_file():
         metadata = _read_json(legacy)
         if metadata.get("format") == path.suffix.lstrip("."):
-            return metadata
+            return metadata, legacy
+    return None
+
+
+def check_format(metadata: dict, path: Path, source: str) -> None:
+    """The metadata's ``format`` (``onnx`` / ``tflite``, written by ``xtinyhar export``) must
+    be the model file's type: a sidecar copied from another export describes another graph.
+    Metadata without the key (hand-written) is taken as it is."""
+    if "format" not in metadata:
+        return
+    expected = Path(path).suffix.lstrip(".")
+    stated = metadata["format"]
+    if stated != expected:
+        raise DataError(f"{source}: metadata of a {stated!r} export, but {Path(path).name} is a "
+                        f".{expected} file; is it from another export?")
+
+
+def read_metadata(path: Path, session=None) -> dict:
+    """The sidecar ``<file>.json``; else, for files exported before it was named so, the
+    ``<stem>.json`` of the same format; else the metadata inside an ONNX file."""
+    path = Path(path)
+    beside = metadata_beside(path)
+    if beside is not None:
+        return beside[0]
     if session is not None:
         custom = session.get_modelmeta().custom_metadata_map
         if METADATA_KEY in custom:
@@ -98,8 +129,9 @@ def read_metadata(path: Path, session=None) -> dict:
                 raise DataError(f"{path}: the metadata inside the file is not valid JSON") from None
             if not isinstance(metadata, dict):
                 raise DataError(f"{path}: the metadata inside the file is not a JSON object")
+            check_format(metadata, path, f"{path} (the metadata inside the file)")
             return metadata
-    raise DataError(f"{path}: no XTinyHAR metadata (expected {sidecar.name} beside it); "
+    raise DataError(f"{path}: no XTinyHAR metadata (expected {sidecar_path(path).name} beside it); "
                     "export the model with `xtinyhar export`")
 
 
@@ -113,6 +145,10 @@ class HarModel:
         if self.path.suffix not in (".onnx", ".tflite"):
             raise DataError(f"{self.path}: unsupported model format {self.path.suffix!r} "
                             "(expected .onnx or .tflite)")
+        # metadata beside the file is checked before the model is loaded
+        beside = metadata_beside(self.path)
+        if beside is not None:
+            self._apply_metadata(beside[0])
         self.session = self.interpreter = None
         if self.path.suffix == ".onnx":
             import onnxruntime as ort
@@ -140,12 +176,21 @@ class HarModel:
                 self._tflite_out = self.interpreter.get_output_details()[0]["index"]
             except Exception as exc:
                 raise DataError(f"{self.path}: not a readable TFLite model ({str(exc).splitlines()[0][:160]})") from None
-        self.metadata = read_metadata(self.path, self.session)
+        if beside is None:
+            self._apply_metadata(read_metadata(self.path, self.session))
+        self._check_graph_shapes()
+
+    def _apply_metadata(self, metadata: dict) -> None:
+        """Class names, window, channels, rate, stride and segmentation, or a one-line error."""
+        self.metadata = metadata
         missing = [k for k in ("class_names", "window", "channels", "imu_hz", "stride") if k not in self.metadata]
         if missing:
             raise DataError(f"{self.path}: metadata lacks {', '.join(missing)}; not written by "
                             "`xtinyhar export`?")
-        self.class_names: list[str] = list(self.metadata["class_names"])
+        names = self.metadata["class_names"]
+        if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+            raise DataError(f"{self.path}: metadata class_names must be a non-empty list of names")
+        self.class_names: list[str] = list(names)
         try:
             self.window: int = int(self.metadata["window"])
             self.channels: int = int(self.metadata["channels"])
@@ -163,7 +208,6 @@ class HarModel:
         self.segmentation: str = str(self.metadata.get("segmentation", "sliding"))
         if self.segmentation not in ("sliding", "trial"):
             raise DataError(f"{self.path}: unknown segmentation {self.segmentation!r} in metadata")
-        self._check_graph_shapes()
 
     def _check_graph_shapes(self) -> None:
         """Metadata of another model (a sidecar left beside a replaced file) is a one-line
@@ -337,7 +381,10 @@ def read_imu_csv(path: str | Path, channels: int | None = None) -> np.ndarray:
     try:
         text = path.read_text()
     except UnicodeDecodeError:
-        raise DataError(f"{path}: not a text CSV (undecodable bytes)") from None
+        raise DataError(f"{path}: not a text CSV (undecodable bytes); expected comma-separated "
+                        "numbers, one sample per row") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1)
              if line.strip()]                                  # (line number in the file, text)
     if lines and _is_header(lines[0][1]):
@@ -410,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
                     "onnxruntime (or ai-edge-litert) only: HarModel.predict (checks, graph, "
                     "softmax, label) and the bare graph call.")
     parser.add_argument("models", nargs="+", help=".onnx or .tflite files written by xtinyhar export")
-    parser.add_argument("--input", help="a recorded trial (CSV, one sample per row: acc x,y,z in g, "
+    parser.add_argument("--input", help="a recorded trial (CSV only, one sample per row: acc x,y,z in g, "
                                         "gyro x,y,z in deg/s) whose first window is timed; "
                                         "default: a still window")
     parser.add_argument("--runs", type=int, default=1000, help="timed calls per model (default 1000)")
@@ -418,28 +465,75 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="threads per model (default 1)")
     args = parser.parse_args(argv)
     try:
-        if args.runs < 1 or args.warmup < 0 or args.threads < 1:
-            raise DataError(f"need --runs >= 1, --warmup >= 0 and --threads >= 1 (got {args.runs}, "
-                            f"{args.warmup}, {args.threads})")
+        try:
+            prepared = prepare_timing(args)
+        except XTinyHARError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print(f"batch 1, {args.threads} thread(s), median / p95 ms over {args.runs} calls; input: "
               f"{args.input or 'a still window'}")
         print(f"{'model':<40} {'KB':>8} {'predict ms':>15} {'graph ms':>15}  label")
-        for path in args.models:
-            model = HarModel(path, threads=args.threads)
-            if args.input:
-                window = model.trial_windows(read_imu_csv(args.input, model.channels), args.input)[0]
-            else:
-                window = still_window(model.window, model.channels)
-            label, _ = model.predict(window)
+        for model, window, label in prepared:
             predict = time_calls(lambda: model.predict(window), warmup=args.warmup, runs=args.runs)
             graph = time_calls(graph_call(model, window), warmup=args.warmup, runs=args.runs)
-            print(f"{Path(path).name:<40} {Path(path).stat().st_size / 1024:>8.1f} "
+            print(f"{model.path.name:<40} {model.path.stat().st_size / 1024:>8.1f} "
                   f"{predict['median_ms']:>7.3f} / {predict['p95_ms']:<5.3f} "
                   f"{graph['median_ms']:>7.3f} / {graph['p95_ms']:<5.3f}  {label}")
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0
+
+
+def prepare_timing(args: argparse.Namespace) -> list[tuple[HarModel, np.ndarray, str]]:
+    """Check everything the timing command was given before the table's header or any
+    timing: each flag, the input, every model file and the input against each model (whose
+    first prediction is made here). Returns (model, window, label) per file."""
+    bad = [f"need {flag} >= {least}, got {value}"
+           for flag, value, least in (("--runs", args.runs, 1), ("--warmup", args.warmup, 0),
+                                      ("--threads", args.threads, 1)) if value < least]
+    if bad:
+        raise DataError("; ".join(bad))
+    imu = None if args.input is None else read_timing_input(args.input)
+    models = [HarModel(path, threads=args.threads) for path in args.models]
+    prepared = []
+    for model in models:
+        if imu is None:
+            window, source = still_window(model.window, model.channels), "still window"
+        else:
+            window, source = first_window(model, imu, args.input), args.input
+        label, _ = model.predict(window, source)
+        prepared.append((model, window, label))
+    return prepared
+
+
+def read_timing_input(path: str | Path) -> np.ndarray:
+    """The ``--input`` of the timing command: a CSV of IMU samples (T, C), or a one-line
+    error. A UTD-MHAD ``.mat`` file is refused by name: reading it needs scipy, which the
+    device runtime does without (``xtinyhar stream`` reads it)."""
+    if not str(path).strip():
+        raise DataError("--input: empty file name")
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".mat":
+        raise DataError(f"{path}: a MATLAB .mat file; --input reads CSV only (one sample per row: "
+                        "acc x,y,z in g, gyro x,y,z in deg/s); `xtinyhar stream` reads UTD-MHAD "
+                        ".mat files")
+    return read_imu_csv(path)
+
+
+def first_window(model: HarModel, imu: np.ndarray, source: str) -> np.ndarray:
+    """The first window ``model`` takes from a recorded trial: a sliding-window model needs a
+    whole window of samples (as ``xtinyhar stream`` without --pad); a whole-trial model
+    stretches any trial of 2 or more samples onto its window, as ``predict_trial`` does."""
+    if imu.shape[1] != model.channels:
+        raise DataError(f"{source}: {imu.shape[1]} columns, {model.path.name} expects "
+                        f"{model.channels} (acc x,y,z in g, gyro x,y,z in deg/s)")
+    if model.segmentation == "sliding" and len(imu) < model.window:
+        raise DataError(f"{source}: {len(imu)} samples, fewer than the window of {model.window} "
+                        f"({model.window / model.imu_hz:g} s at {model.imu_hz:g} Hz) of "
+                        f"{model.path.name}; record a longer trial, or leave out --input to time "
+                        "a still window")
+    return model.trial_windows(imu, source)[0]
 
 
 if __name__ == "__main__":

@@ -128,8 +128,15 @@ def save_token_cache(path: str | Path, cache: TokenCache) -> None:
 def load_token_cache(path: str | Path, cfg: Config | None = None) -> TokenCache:
     """Read a cache; with ``cfg``, refuse one built from a different config."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a token cache")
     if not path.is_file():
         raise DataError(f"{path}: token cache not found; build it with `xtinyhar prepare`")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":
+        what = "an empty file" if not magic else "not an .npz archive"
+        raise DataError(f"{path}: not a readable token cache ({what}); build it with `xtinyhar prepare`")
     try:
         content = np.load(path, allow_pickle=False)
         if not isinstance(content, np.lib.npyio.NpzFile):   # a single .npy array
@@ -139,8 +146,9 @@ def load_token_cache(path: str | Path, cfg: Config | None = None) -> TokenCache:
         meta = json.loads(str(arrays.pop("meta")))
         if not isinstance(meta, dict):
             raise ValueError("meta is not a JSON object")
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not a readable token cache ({exc})") from None
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+        reason = f"no {exc}" if isinstance(exc, KeyError) else str(exc) or type(exc).__name__
+        raise DataError(f"{path}: not a readable token cache ({reason})") from None
     expected = {f.name for f in fields(TokenCache)} - {"meta", "skeleton"}
     missing = expected - set(arrays)
     if missing:
@@ -153,7 +161,54 @@ def load_token_cache(path: str | Path, cfg: Config | None = None) -> TokenCache:
         raise StaleCacheError(
             f"{path}: stale token cache: built from a config with hash {meta.get('config_hash')}, "
             f"but {cfg.source} hashes to {cache_hash(cfg)}; rerun `xtinyhar prepare`")
-    return TokenCache(skeleton=arrays.pop("skeleton", None), meta=meta, **arrays)
+    cache = TokenCache(skeleton=arrays.pop("skeleton", None), meta=meta, **arrays)
+    _check_contents(path, cache)
+    return cache
+
+
+PER_WINDOW = ("label", "subject", "trial_index", "start", "n_valid", "energy", "patch_len",
+              "tokens", "token_mask", "token_centre", "token_width")
+PER_TRIAL = ("trial_label", "trial_subject", "trial_placement")
+
+
+def _check_contents(path: Path, cache: TokenCache) -> None:
+    """Shapes, finite values and labels of a loaded cache: a damaged or hand-edited file
+    stops here with its name, not later inside a model."""
+    def bad(what: str) -> DataError:
+        return DataError(f"{path}: {what}; rebuild it with `xtinyhar prepare`")
+
+    imu = cache.imu
+    if imu.ndim != 3 or not np.issubdtype(imu.dtype, np.floating):
+        raise bad(f"imu must be a float (windows, samples, channels) array, got {imu.dtype} {imu.shape}")
+    channels = len(cache.meta.get("channels", [None] * imu.shape[2]))
+    if imu.shape[2] != channels:
+        raise bad(f"imu has {imu.shape[2]} channels, its meta names {channels}")
+    window = cache.meta.get("window", imu.shape[1])
+    if imu.shape[1] != window:
+        raise bad(f"imu windows hold {imu.shape[1]} samples, its meta says {window}")
+    n = len(imu)
+    for name in PER_WINDOW + (("skeleton",) if cache.skeleton is not None else ()):
+        if len(getattr(cache, name)) != n:
+            raise bad(f"{name} has {len(getattr(cache, name))} rows for {n} windows")
+    trials = len(cache.trial_id)
+    for name in PER_TRIAL:
+        if len(getattr(cache, name)) != trials:
+            raise bad(f"{name} has {len(getattr(cache, name))} rows for {trials} trials")
+    for name in ("imu", "skeleton", "energy"):
+        values = getattr(cache, name)
+        if values is not None and np.issubdtype(values.dtype, np.floating):
+            finite = np.isfinite(values).reshape(len(values), -1).all(axis=1)
+            if not finite.all():
+                raise bad(f"{name} holds NaN or inf in {int((~finite).sum())} window(s) "
+                          f"(first: window {int(np.argmin(finite))})")
+    classes = len(cache.meta.get("class_names", ()))
+    for name in ("label", "trial_label"):
+        labels = getattr(cache, name)
+        if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+            raise bad(f"{name} holds {int(labels.min() if labels.min() < 0 else labels.max())}, "
+                      f"outside 0..{classes - 1} ({classes} class names)")
+    if n and (cache.trial_index.min() < 0 or cache.trial_index.max() >= trials):
+        raise bad(f"trial_index points outside the {trials} trials")
 
 
 def summarize(cache: TokenCache) -> str:

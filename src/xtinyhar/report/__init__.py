@@ -8,9 +8,9 @@ from pathlib import Path
 from xtinyhar.errors import DataError, XTinyHARError
 from xtinyhar.io import write_text
 from xtinyhar.report.figures import confusion_figure, folds_figure, history_figure
-from xtinyhar.report.runs import LEVELS, Run, load_run, read_json
-from xtinyhar.report.tables import (edge_table, per_class_table, summary_table, targets_table,
-                                    validation_table)
+from xtinyhar.report.runs import LEVELS, Run, is_number, load_run, read_json, shown
+from xtinyhar.report.tables import (EDGE_COLUMNS, edge_table, per_class_table, summary_table,
+                                    targets_table, validation_table)
 
 __all__ = ["Run", "load_run", "write_report"]
 
@@ -26,6 +26,14 @@ def load_edge(path: str | Path) -> list[dict]:
     rows = read_json(path, "`benchmarks/bench_edge.py` writes it")
     if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and "model" in r for r in rows):
         raise DataError(f"{path}: not a bench_edge.json (expected a list of rows with a 'model')")
+    for number, row in enumerate(rows, start=1):
+        for key, _, _ in EDGE_COLUMNS:
+            value = row.get(key)
+            if isinstance(value, dict):          # a latency record: its median
+                key, value = f"{key}.median_ms", value.get("median_ms")
+            if value is not None and not is_number(value):
+                raise DataError(f"{path}: row {number} ({shown(row['model'])}) '{key}' is not a "
+                                f"number ({shown(value)})")
     return rows
 
 
@@ -49,9 +57,17 @@ def load_validation(path: str | Path) -> tuple[str, dict]:
     rows = content.get("rows") if isinstance(content, dict) else None
     keys = ("seed", "student_accuracy", "student_f1_macro")
     if not isinstance(rows, list) or not rows or not all(
-            isinstance(r, dict) and all(isinstance(r.get(k), (int, float)) for k in keys) for r in rows):
+            isinstance(r, dict) and all(is_number(r.get(k)) for k in keys) for r in rows):
         raise DataError(f"{file}: not a bench_validation.json (expected rows with "
                         f"{', '.join(keys)})")
+    for number, row in enumerate(rows, start=1):
+        teacher = row.get("teacher_accuracy")
+        if teacher is not None and not is_number(teacher):
+            raise DataError(f"{file}: row {number} 'teacher_accuracy' is not a number ({shown(teacher)})")
+    overrides = content.get("overrides")
+    if overrides is not None and not (isinstance(overrides, list)
+                                      and all(isinstance(o, str) for o in overrides)):
+        raise DataError(f"{file}: 'overrides' is not a list of KEY=VALUE strings ({shown(overrides)})")
     return (file.parent.name, content)
 
 
@@ -70,22 +86,23 @@ def write_report(run_paths: list[str | Path], out: str | Path, *, labels: list[s
         raise XTinyHARError(f"--level {level}: choose one of {', '.join(LEVELS)}")
     if labels and len(labels) != len(run_paths):
         raise XTinyHARError(f"{len(labels)} --label for {len(run_paths)} --run; give one per run or none")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise XTinyHARError(f"{out}: --out must be a folder, this is a file")
+    # read and check every input first, so a bad one stops the report before it writes anything
     runs = [load_run(path, label) for path, label in zip(run_paths, labels or [None] * len(run_paths))]
     stems = [file_stem(run.label) for run in runs]
     if len(set(stems)) != len(stems):
         raise XTinyHARError(f"two runs share a name ({', '.join(stems)}); tell them apart with --label")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise XTinyHARError(f"{out}: --out must be a folder, this is a file")
+    edge_rows = load_edge(edge) if edge is not None else None
+    target_rows = load_targets(accuracy) if accuracy is not None else None
+    variants = [load_validation(path) for path in validation or []]
     out.mkdir(parents=True, exist_ok=True)
 
     def text(path: Path, content: str) -> Path:
         write_text(path, content)
         return path
 
-    edge_rows = load_edge(edge) if edge is not None else None
-    target_rows = load_targets(accuracy) if accuracy is not None else None
-    variants = [load_validation(path) for path in validation or []]
     written = []
     if variants:
         written.append(text(out / "validation.tex", validation_table(variants)))

@@ -44,13 +44,14 @@ def confusion_figure(run: Run, path: Path, model: str = "student", level: str = 
 
 
 def _column(rows: list[dict], key: str) -> np.ndarray:
-    return np.array([float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows])
+    """A history column (parsed by :func:`xtinyhar.report.runs.read_history`); NaN if absent."""
+    return np.array([r.get(key, np.nan) for r in rows], dtype=np.float64)
 
 
-def history_figure(run: Run, path: Path, fold: int = 0) -> Path | None:
-    """Loss and accuracy per epoch of each model fitted in ``fold`` (training windows, and
+def history_figure(run: Run, path: Path) -> Path | None:
+    """Loss and accuracy per epoch of each model fitted in fold 0 (training windows, and
     validation subjects where the run had some); None if the fold kept no history."""
-    history = run.history(fold)
+    history = run.history
     if not history:
         return None
     plt = _pyplot()
@@ -66,7 +67,7 @@ def history_figure(run: Run, path: Path, fold: int = 0) -> Path | None:
     loss_ax.set(xlabel="epoch", ylabel="loss (KD + CE for a distilled student)")
     acc_ax.set(xlabel="epoch", ylabel="window accuracy", ylim=(0.0, 1.0))
     acc_ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"{run.label}, fold {fold}: training curves (augmented training windows)", fontsize=9)
+    fig.suptitle(f"{run.label}, fold 0: training curves (augmented training windows)", fontsize=9)
     return save_png(fig, path, DPI)
 
 

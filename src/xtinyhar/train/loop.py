@@ -156,6 +156,9 @@ def fit(model: torch.nn.Module, train: Arrays, val: Arrays, step: Step, settings
     last_path = Path(workdir) / "last.pt" if workdir else None
     if resume and last_path is not None and last_path.exists():
         state = load_checkpoint(last_path)
+        if not isinstance(state, dict) or not {"model", "optimizer", "scheduler", "epoch"} <= set(state):
+            raise XTinyHARError(f"{last_path}: not the state of an interrupted fit; delete it to "
+                                "start again")
         saved = state.get("fingerprint")
         if fingerprint is not None and saved is not None and saved != fingerprint:
             raise XTinyHARError(f"{last_path}: an interrupted fit of another config, training "
@@ -202,6 +205,10 @@ def fit(model: torch.nn.Module, train: Arrays, val: Arrays, step: Step, settings
             loss_sum += float(loss.detach()) * len(index)
             predicted.append(logits.detach().argmax(1).numpy())
             truth.append(batch_np["label"])
+        if not math.isfinite(loss_sum):
+            raise XTinyHARError(f"{desc}: training diverged (loss {loss_sum / seen} in epoch "
+                                f"{epoch + 1}); the model is not saved. Check the inputs for NaN/inf or "
+                                "lower train.lr")
         predicted, truth = np.concatenate(predicted), np.concatenate(truth)
         train_metrics = {"loss": loss_sum / seen, "acc": float((predicted == truth).mean()),
                          "f1": float(f1_score(truth, predicted, average="macro"))}

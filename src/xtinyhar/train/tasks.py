@@ -305,6 +305,8 @@ def load_model(path: str | Path, kind: str | None = None) -> tuple[torch.nn.Modu
     payload = load_checkpoint(path)
     if payload.get("format") != "xtinyhar-checkpoint-1":
         raise DataError(f"{path}: not an XTinyHAR model checkpoint")
+    if payload.get("kind") not in ("teacher", "student"):
+        raise DataError(f"{path}: kind {payload.get('kind')!r} is neither teacher nor student")
     if kind is not None and payload["kind"] != kind:
         raise DataError(f"{path}: is a {payload['kind']} checkpoint, expected a {kind}")
     try:
@@ -319,6 +321,16 @@ def load_model(path: str | Path, kind: str | None = None) -> tuple[torch.nn.Modu
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path}: its model config and weights do not rebuild a model "
                         f"({reason[:200]}); was it written by another version?") from None
+    broken = [name for name, value in payload["state_dict"].items()
+              if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()]
+    if broken:
+        raise DataError(f"{path}: {len(broken)} weight tensor(s) hold NaN or inf (first: {broken[0]}); "
+                        "the fit that wrote it diverged")
+    classes = payload.get("class_names")
+    outputs = payload["model_config"].get("n_classes")
+    if not isinstance(classes, list) or (outputs is not None and len(classes) != outputs):
+        raise DataError(f"{path}: {len(classes) if isinstance(classes, list) else 'no'} class names "
+                        f"for a model with {outputs} outputs")
     return model.eval(), payload
 
 
