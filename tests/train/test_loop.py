@@ -237,3 +237,12 @@ def test_resume_refuses_a_file_that_is_not_a_fit_state(tmp_path):
     save_checkpoint(tmp_path / "last.pt", {"format": "xtinyhar-checkpoint-1", "state_dict": {}})
     with pytest.raises(XTinyHARError, match=r"last.pt: not the state of an interrupted fit; delete it"):
         fit(Tiny(), data(20, 0), data(6, 1), step, SETTINGS, workdir=tmp_path, resume=True)
+
+
+def test_resuming_a_finished_fit_rewrites_its_history(tmp_path):
+    """The history comes from the resume state, not from whatever history.csv holds."""
+    trained(tmp_path, epochs=2)
+    (tmp_path / "history.csv").write_text("garbage,,,\n")
+    _, result = trained(tmp_path, resume=True, epochs=2)
+    lines = (tmp_path / "history.csv").read_text().splitlines()
+    assert len(result.history) == 2 and lines[0].startswith("epoch,train_loss") and len(lines) == 3

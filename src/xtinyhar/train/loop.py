@@ -236,6 +236,8 @@ def fit(model: torch.nn.Module, train: Arrays, val: Arrays, step: Step, settings
                 "best_score": list(best["score"]), "best_epoch": best["epoch"],
                 "best_state": best["state"], "fingerprint": fingerprint,
                 "averaged": averaged.state_dict() if averaged is not None else None})
+    if workdir is not None and history:   # a resumed fit that had nothing left to train
+        write_csv(Path(workdir) / "history.csv", history)   # still leaves its own history
     model.load_state_dict(best["state"])
     model.eval()   # as with validation subjects, whose last evaluation left it in eval mode
     best_score = best["score"][0] if len(val["label"]) else float("nan")
