@@ -138,7 +138,8 @@ def test_wrong_variable_name(small_copy):
 @pytest.mark.parametrize("array, fragment", [
     (np.zeros((100, 5)), "d_iner has shape (100, 5), expected (N, 6)"),
     (np.zeros((100,)), "expected (N, 6)"),
-    (np.zeros((0, 6)), "empty"),
+    (np.zeros((0, 6)), "d_iner holds 0 sample(s); a recording needs at least 2"),
+    (np.zeros((1, 6)), "d_iner holds 1 sample(s); a recording needs at least 2"),
 ])
 def test_wrong_inertial_shape(small_copy, array, fragment):
     scipy.io.savemat(small_copy / "inertial" / "a1_s1_t4_inertial.mat", {"d_iner": array})

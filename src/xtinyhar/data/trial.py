@@ -59,8 +59,8 @@ def check_array(array: np.ndarray, *, name: str, source: str, ndim: int,
         raise DataError(f"{source}: {name} has shape {array.shape}, expected {want}")
     if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
         raise DataError(f"{source}: {name} has non-real dtype {array.dtype}")
-    if array.shape[0] == 0:
-        raise DataError(f"{source}: {name} is empty (0 samples)")
+    if array.shape[0] < 2:   # one sample has no duration: nothing to resample or align
+        raise DataError(f"{source}: {name} holds {array.shape[0]} sample(s); a recording needs at least 2")
     bad = ~np.isfinite(array)
     if bad.any():
         kind = "NaN" if np.isnan(array).any() else "inf"
