@@ -151,17 +151,23 @@ def test_runtime_needs_no_torch(student, utd_cache):
     assert probs.argmax(1).tolist() == torch_logits(student["model"], utd_cache.imu[index]).argmax(1).tolist()
 
 
+def run_timing_without_torch(args: list[str]) -> subprocess.CompletedProcess:
+    """``python -m xtinyhar.export.runtime ARGS`` in a fresh process that fails if torch
+    gets imported (a device has none)."""
+    code = ("import sys\n"
+            "from xtinyhar.export.runtime import main\n"
+            f"code = main({[str(a) for a in args]!r})\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n"
+            "sys.exit(code)\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+
 def test_device_timing_command_without_torch(student, utd_trials, tmp_path):
     """``python -m xtinyhar.export.runtime`` times a file with numpy + onnxruntime only."""
     trials, _ = utd_trials
     csv = tmp_path / "trial.csv"
     np.savetxt(csv, trials[3].imu, delimiter=",", header="ax,ay,az,gx,gy,gz", comments="")
-    code = ("import sys\n"
-            "from xtinyhar.export.runtime import main\n"
-            f"code = main([{str(student['onnx'])!r}, '--runs', '3', '--warmup', '1', '--input', {str(csv)!r}])\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'\n"
-            "sys.exit(code)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = run_timing_without_torch([student["onnx"], "--runs", "3", "--warmup", "1", "--input", csv])
     assert out.returncode == 0, out.stderr
     row = out.stdout.strip().splitlines()[-1].split()
     assert row[0] == student["onnx"].name and row[-1] in student["payload"]["class_names"]

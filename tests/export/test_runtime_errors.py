@@ -4,8 +4,6 @@ checked before the table's header or any timing, metadata of another format refu
 
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ from xtinyhar.errors import DataError
 from xtinyhar.export import runtime
 from xtinyhar.export.runtime import HarModel, main, sidecar_path
 
+from test_onnx import run_timing_without_torch
 from test_onnx import student  # noqa: F401  (the small exported UTD-MHAD student)
 
 
@@ -209,12 +208,7 @@ def test_unreadable_or_odd_metadata_is_one_line(student, tmp_path, capsys):  # n
 def test_errors_from_a_fresh_process_are_one_line_without_torch(student, tmp_path):  # noqa: F811
     """The command as a device runs it: no traceback, and torch never imported."""
     short = write_csv(tmp_path / "short.csv", still(20))
-    code = ("import sys\n"
-            "from xtinyhar.export.runtime import main\n"
-            f"code = main([{str(student['onnx'])!r}, '--input', {str(short)!r}])\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'\n"
-            "sys.exit(code)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = run_timing_without_torch([student["onnx"], "--input", short])
     assert out.returncode == 2 and out.stdout == "", out.stderr
     assert out.stderr.strip().splitlines() == [
         f"error: {short}: 20 samples, fewer than the window of 100 (2 s at 50 Hz) of s.onnx; "
