@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from xtinyhar.errors import ConfigError
+from xtinyhar.errors import ConfigError, require_file
 
 DATASETS = ("utd-mhad", "mm-fit", "synthetic")
 PROTOCOLS = ("kfold", "loso", "standard", "validation")  # see xtinyhar.data.splits
@@ -345,11 +345,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
 
     Errors name the file: ``configs/x.yaml: unknown key 'train.lrr' (did you mean ...)``.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{path}: is a directory, not a config file")
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+    path = require_file(path, "config file", error=ConfigError)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError:

@@ -20,3 +20,16 @@ class DataError(XTinyHARError):
 
 class StaleCacheError(XTinyHARError):
     """A token cache was built from a different config than the one in use."""
+
+
+def require_file(path, what: str, hint: str = "", error: type[XTinyHARError] = DataError):
+    """``path`` as a ``Path`` if it is a file; else ``error`` naming it: a directory is
+    called one, anything else is "<what> not found" (plus ``hint``, e.g. how to make it)."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{path}: is a directory, not a {what}")
+    if not path.is_file():
+        raise error(f"{path}: {what} not found{hint}")
+    return path

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 
-from xtinyhar.errors import DataError
+from xtinyhar.errors import DataError, require_file
 
 
 @contextlib.contextmanager
@@ -100,11 +100,7 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
 
 def load_checkpoint(path: str | Path) -> dict:
     """Load with ``weights_only=True``: a checkpoint from a stranger cannot run code."""
-    path = Path(path)
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, not a checkpoint")
-    if not path.is_file():
-        raise DataError(f"{path}: checkpoint not found")
+    path = require_file(path, "checkpoint")
     with open(path, "rb") as f:
         magic = f.read(2)
     if magic not in (b"PK", b"\x80\x02"):   # torch.save's zip archive, or its legacy pickle

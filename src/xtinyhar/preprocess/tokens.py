@@ -19,7 +19,7 @@ import numpy as np
 from xtinyhar import __version__
 from xtinyhar.config import Config, cache_hash
 from xtinyhar.data.trial import Trial
-from xtinyhar.errors import DataError, StaleCacheError
+from xtinyhar.errors import DataError, StaleCacheError, require_file
 from xtinyhar.io import atomic_write
 from xtinyhar.preprocess.patching import (fixed_patch_lengths, gather_tokens, max_tokens,
                                           motion_energy, patch_lengths, token_positions)
@@ -127,11 +127,7 @@ def save_token_cache(path: str | Path, cache: TokenCache) -> None:
 
 def load_token_cache(path: str | Path, cfg: Config | None = None) -> TokenCache:
     """Read a cache; with ``cfg``, refuse one built from a different config."""
-    path = Path(path)
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, not a token cache")
-    if not path.is_file():
-        raise DataError(f"{path}: token cache not found; build it with `xtinyhar prepare`")
+    path = require_file(path, "token cache", "; build it with `xtinyhar prepare`")
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic != b"PK\x03\x04":
