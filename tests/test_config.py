@@ -163,3 +163,42 @@ def test_consistent_views_combine_with_crop(tmp_path):
     longer misaligns them: the combination is a valid config."""
     cfg = load_config(write(tmp_path, "preproc:\n  augment:\n    crop: 0.1\ndistill:\n  views: 4\n"))
     assert cfg.distill.views == 4 and cfg.preproc.augment.crop == 0.1
+
+
+def test_a_duplicate_key_is_refused_naming_it_and_the_file(tmp_path):
+    """PyYAML keeps the last of two equal keys, so a repeated key overrode the first silently."""
+    path = write(tmp_path, "train:\n  epochs: 3\n  lr: 1e-3\n  epochs: 50\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert message.startswith(str(path)) and "duplicate key 'epochs' (line 4; first on line 2)" in message
+    assert "\n" not in message
+    with pytest.raises(ConfigError, match="duplicate key 'window'"):
+        load_config(write(tmp_path, "data: {window: 100, window: 50}\n"))
+    anchors = "eval: &e {folds: 4}\n"   # an anchor reused through a merge key is no duplicate
+    assert load_config(write(tmp_path, anchors)).eval.folds == 4
+
+
+@pytest.mark.parametrize("text", ["", "# nothing but a comment\n"])
+def test_an_empty_config_warns_that_every_key_is_a_default(tmp_path, caplog, text):
+    path = write(tmp_path, text)
+    with caplog.at_level("WARNING"):
+        cfg = load_config(path)
+    assert (cfg.train, cfg.model, cfg.eval) == (Config().train, Config().model, Config().eval)
+    assert f"{path}: the config file holds no settings" in caplog.text
+    assert "every key takes its default" in caplog.text
+
+
+@pytest.mark.parametrize("overrides, nyquist", [
+    ({"preproc.lowpass_hz": 25}, "25 Hz (preproc.resample_hz/2)"),
+    ({"preproc.lowpass_hz": 40}, "25 Hz (preproc.resample_hz/2)"),
+    ({"preproc.lowpass_hz": 30, "preproc.resample_hz": 100, "data.window": 200,
+      "preproc.skeleton_hz": 50}, "25 Hz (data.imu_sr/2)"),
+])
+def test_a_lowpass_at_or_above_nyquist_is_refused(overrides, nyquist):
+    """lowpass() returns its input unchanged at or above Nyquist: such a setting was no filter."""
+    with pytest.raises(ConfigError, match="preproc.lowpass_hz") as err:
+        load_config(CONFIGS / "utd_mhad_paper.yaml", overrides)
+    assert f"must be below the Nyquist frequency {nyquist}" in str(err.value)
+    assert str(CONFIGS / "utd_mhad_paper.yaml") in str(err.value)
+    assert load_config(CONFIGS / "utd_mhad_paper.yaml", {"preproc.lowpass_hz": 20}).preproc.lowpass_hz == 20

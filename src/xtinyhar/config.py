@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import types
 import typing
@@ -25,6 +26,8 @@ from typing import Any
 import yaml
 
 from xtinyhar.errors import ConfigError, require_file
+
+log = logging.getLogger(__name__)
 
 DATASETS = ("utd-mhad", "mm-fit", "synthetic")
 PROTOCOLS = ("kfold", "loso", "standard", "validation")  # see xtinyhar.data.splits
@@ -317,9 +320,50 @@ def _validate(cfg: Config) -> None:
     if cfg.distill.views > 0 and cfg.distill.attention_weight > 0:
         raise ConfigError("distill.views > 0 and distill.attention_weight > 0 cannot be combined: "
                           "attention transfer runs the teacher on each batch itself; set one to 0")
+    nyquist = min(cfg.preproc.resample_hz, d.imu_sr) / 2
+    if cfg.preproc.lowpass_hz is not None and cfg.preproc.lowpass_hz >= nyquist:
+        rate = ("preproc.resample_hz" if cfg.preproc.resample_hz <= d.imu_sr else "data.imu_sr")
+        raise ConfigError(f"preproc.lowpass_hz ({cfg.preproc.lowpass_hz:g}) must be below the Nyquist "
+                          f"frequency {nyquist:g} Hz ({rate}/2): at or above it the filter removes "
+                          "nothing; lower it, or set it to null for no filter")
     if d.imu_channels != 6:
         raise ConfigError(f"data.imu_channels: {d.imu_channels} is not supported; loaders give 6 "
                           "channels (acc x,y,z in g, gyro x,y,z in deg/s)")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a mapping holding the same key twice (PyYAML keeps the last
+    one silently, so a repeated key would override the first without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":   # `<<: *anchor` may repeat keys
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise ConfigError(f"duplicate key {key!r} (line {line}; first on line "
+                                      f"{seen[key]}); keep one of them")
+                seen[key] = line
+            except TypeError:   # an unhashable key: the base class reports it
+                continue
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(path: Path) -> Any:
+    """The YAML document in ``path``, or a one-line ConfigError naming it."""
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text YAML config (binary or non-UTF-8 content)") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        at = f" (line {line + 1})" if line is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
 
 
 def project_root(config_path: Path) -> Path:
@@ -346,14 +390,11 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
     Errors name the file: ``configs/x.yaml: unknown key 'train.lrr' (did you mean ...)``.
     """
     path = require_file(path, "config file", error=ConfigError)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text YAML config (binary or non-UTF-8 content)") from None
-    except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        at = f" (line {line + 1})" if line is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+    raw = _read_yaml(path)
+    if raw is None:
+        log.warning("%s: the config file holds no settings (empty or only comments); every key "
+                    "takes its default", path)
+        raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     for dotted, value in (overrides or {}).items():
