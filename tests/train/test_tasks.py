@@ -46,3 +46,42 @@ def test_a_damaged_checkpoint_is_refused_when_loaded(tmp_path, damage, message):
     with pytest.raises(DataError, match=message) as err:
         load_model(path)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("arch, key, index, channel", [
+    ("transformer", "tokenizer.norm_std", 3, "channel 3 (gyro_x)"),
+    ("cnn1d", "normalize.std", 0, "channel 0 (acc_x)"),
+])
+def test_a_zero_normalization_std_is_refused_naming_the_checkpoint_and_channel(
+        tmp_path, arch, key, index, channel):
+    """Training never stores a zero std (a constant channel gets 1); a checkpoint holding one
+    divided by zero and surfaced at export as a parity error instead."""
+    cfg = config_from_dict({"data": {"window": 48, "stride": 24},
+                            "model": {"student": {"arch": arch}, "teacher": {"skeleton_tokens": 4}}})
+    path = tmp_path / "student.pt"
+    save_model(path, build_student(cfg, 3), cfg=cfg, class_names=list("abc"), cache_hash="x",
+               train_subjects=[1])
+    payload = torch.load(path, weights_only=True)
+    payload["state_dict"][key][index] = 0.0
+    torch.save(payload, path)
+    with pytest.raises(DataError) as err:
+        load_model(path)
+    message = str(err.value)
+    assert message.startswith(str(path)) and f"{key} is 0 for {channel}" in message
+    assert "\n" not in message
+
+
+def test_a_zero_skeleton_std_in_a_teacher_is_refused(tmp_path):
+    from xtinyhar.models.teacher import STConvTeacher
+    from xtinyhar.train.tasks import teacher_config
+
+    cfg = config_from_dict({"data": {"window": 50}, "model": {"teacher": {"skeleton_tokens": 5}}})
+    path = tmp_path / "teacher.pt"
+    save_model(path, STConvTeacher(teacher_config(cfg, 3, 20)), cfg=cfg, class_names=list("abc"),
+               cache_hash="x", train_subjects=[1])
+    payload = torch.load(path, weights_only=True)
+    payload["state_dict"]["skeleton.norm_std"][2, 1] = -1.0
+    torch.save(payload, path)
+    with pytest.raises(DataError, match=r"teacher.pt: normalization std skeleton.norm_std is -1 "
+                                        r"for joint 2 axis y"):
+        load_model(path, "teacher")

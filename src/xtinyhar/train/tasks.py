@@ -326,12 +326,38 @@ def load_model(path: str | Path, kind: str | None = None) -> tuple[torch.nn.Modu
     if broken:
         raise DataError(f"{path}: {len(broken)} weight tensor(s) hold NaN or inf (first: {broken[0]}); "
                         "the fit that wrote it diverged")
+    _check_norm_std(path, payload["state_dict"])
     classes = payload.get("class_names")
     outputs = payload["model_config"].get("n_classes")
     if not isinstance(classes, list) or (outputs is not None and len(classes) != outputs):
         raise DataError(f"{path}: {len(classes) if isinstance(classes, list) else 'no'} class names "
                         f"for a model with {outputs} outputs")
     return model.eval(), payload
+
+
+IMU_CHANNELS = ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")
+
+
+def _check_norm_std(path: str | Path, state: dict) -> None:
+    """Every stored normalisation std must be positive: training never stores a zero (a
+    constant channel gets 1), so a zero or negative one means a damaged or edited checkpoint,
+    which would otherwise divide by zero and surface later as an export parity error."""
+    for name, value in state.items():
+        if not (name.endswith("norm_std") or name.endswith("normalize.std")) or not torch.is_tensor(value):
+            continue
+        bad = (value <= 0).reshape(-1).nonzero().flatten().tolist()
+        if not bad:
+            continue
+        first = bad[0]
+        if value.dim() == 2:   # the skeleton's, per joint and axis
+            channel = f"joint {first // value.shape[1]} axis {'xyz'[first % value.shape[1]]}"
+        elif value.numel() == len(IMU_CHANNELS):
+            channel = f"channel {first} ({IMU_CHANNELS[first]})"
+        else:
+            channel = f"channel {first}"
+        raise DataError(f"{path}: normalization std {name} is {float(value.reshape(-1)[first]):g} "
+                        f"for {channel}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}; "
+                        "a std must be positive (the checkpoint is damaged or was edited)")
 
 
 def load_with_windows(path: str | Path, kind: str = "student") -> tuple[torch.nn.Module, dict, TokenCache]:
