@@ -203,3 +203,14 @@ def test_complex_values_refused(small_copy):
     data = scipy.io.loadmat(path)["d_iner"].astype(np.complex128)
     scipy.io.savemat(path, {"d_iner": data + 1j})
     one_line_error(small_copy, "a1_s1_t2_inertial.mat: d_iner has non-real dtype complex128")
+
+
+def test_an_all_zero_recording_is_kept_with_a_warning_naming_it(small_copy, caplog):
+    """A disconnected sensor records zeros; such a trial was accepted without a word."""
+    path = small_copy / "inertial" / "a1_s1_t3_inertial.mat"
+    scipy.io.savemat(path, {"d_iner": np.zeros((120, 6))})
+    with caplog.at_level("WARNING"):
+        trials, _ = load_utd_mhad(small_copy)
+    assert len(trials) == 4
+    warned = [r.getMessage() for r in caplog.records if "all zeros" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith(str(path))

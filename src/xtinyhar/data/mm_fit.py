@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xtinyhar.data.trial import LoadReport, Trial, check_array
+from xtinyhar.data.trial import LoadReport, Trial, check_array, warn_if_silent
 from xtinyhar.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -379,6 +379,7 @@ def _make_trial(w: _Workout, row: LabelRow, subject: int, placement: str) -> Tri
     # Whole gyro stream as the interpolation grid so the set's edges interpolate too.
     gyr = np.stack([np.interp(t, w.gyr_s, w.gyr[:, k]) for k in (2, 3, 4)], axis=1)
     imu = np.concatenate([acc, gyr * GYRO_SCALE], axis=1).astype(np.float32)  # (T, 6)
+    warn_if_silent(imu, f"{w.acc_path}, {span}")
 
     skeleton = None
     if w.pose is not None:

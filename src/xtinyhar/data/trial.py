@@ -7,11 +7,14 @@ in g, angular rate in deg/s, joint positions in metres.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from xtinyhar.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -71,3 +74,12 @@ def check_array(array: np.ndarray, *, name: str, source: str, ndim: int,
     if huge.any():
         raise DataError(f"{source}: {name} holds {int(huge.sum())} value(s) too large for float32")
     return out
+
+
+def warn_if_silent(imu: np.ndarray, source: str) -> np.ndarray:
+    """Warn, naming ``source``, when an IMU recording is all zeros: a disconnected or failed
+    sensor records nothing, and such a trial would train on a flat line without a word."""
+    if imu.size and not np.any(imu):
+        log.warning("%s: the IMU recording is all zeros (a disconnected or failed sensor?); "
+                    "it is kept, but it carries no motion", source)
+    return imu

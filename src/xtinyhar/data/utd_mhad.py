@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from xtinyhar.data.trial import LoadReport, Trial, check_array
+from xtinyhar.data.trial import LoadReport, Trial, check_array, warn_if_silent
 from xtinyhar.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -102,8 +102,9 @@ def _read_mat(path: Path, variable: str) -> np.ndarray:
 
 def read_inertial(path: Path) -> np.ndarray:
     """(N, 6) float32: acc x,y,z in g, gyro x,y,z in deg/s."""
-    return check_array(_read_mat(path, "d_iner"), name="d_iner", source=str(path), ndim=2,
-                       trailing=(6,))
+    imu = check_array(_read_mat(path, "d_iner"), name="d_iner", source=str(path), ndim=2,
+                      trailing=(6,))
+    return warn_if_silent(imu, str(path))
 
 
 def read_skeleton(path: Path) -> np.ndarray:
