@@ -1,6 +1,7 @@
 """The command line: prepare end to end, and one-line errors with exit code 2."""
 
 import numpy as np
+import pytest
 
 from xtinyhar.cli import main
 from xtinyhar.config import load_config
@@ -125,3 +126,87 @@ def test_root_and_tokens_together_are_refused(tmp_path, capsys):
                  "--tokens", str(tmp_path / "t.npz"), "--root", str(tmp_path),
                  "--save", str(tmp_path / "s.pt")]) == 2
     assert "the token cache already holds the data" in capsys.readouterr().err
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("setting, fragment", [
+    ("data.window=100000", "choose a data.window of at most"),
+    ("preproc.resample_hz=1", "raise preproc.resample_hz towards the sensor's 50 Hz"),
+])
+def test_prepare_refuses_windows_that_are_mostly_padding(tmp_path, capsys, setting, fragment):
+    """A window longer than every recording (or a 1 Hz rate) gave a cache of padding: 3.7 GB
+    of it for the synthetic set, and exit 0."""
+    out = tmp_path / "tokens.npz"
+    assert main(["prepare", "--config", str(CONFIGS / "synthetic.yaml"), "--set", setting,
+                 "--out", str(out)]) == 2
+    err = _one_line_error(capsys)
+    assert str(CONFIGS / "synthetic.yaml") in err and fragment in err
+    assert "192 of 192 windows would be more than half padding" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_prepare_refuses_an_absurd_cache_size_before_writing(tmp_path, capsys, monkeypatch):
+    from xtinyhar.preprocess import tokens
+
+    monkeypatch.setattr(tokens, "MAX_CACHE_GB", 0.001)   # 1 MB: the synthetic cache is ~13 MB
+    out = tmp_path / "tokens.npz"
+    assert main(["prepare", "--config", str(CONFIGS / "synthetic.yaml"), "--out", str(out)]) == 2
+    err = _one_line_error(capsys)
+    assert "the token cache would take about 13 MB (667 windows of 19 KB), over the 0.001 GB limit" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_out_folder_fails_before_any_work(tmp_path, capsys):
+    """The folder is probed with a real file: permission bits do not stop root, and a
+    filesystem that takes no files (here /proc) passes os.access."""
+    import os
+    from pathlib import Path
+
+    cases = []
+    if Path("/proc").is_dir():
+        cases.append(Path("/proc") / "tokens.npz")
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o555)
+        cases.append(locked / "sub" / "tokens.npz")
+    if not cases:
+        pytest.skip("no unwritable folder available")
+    for out in cases:
+        assert main(["prepare", "--config", str(CONFIGS / "synthetic.yaml"), "--out", str(out)]) == 2
+        err = _one_line_error(capsys)
+        assert f"--out {out}: cannot write into" in err
+        assert "trials" not in capsys.readouterr().out   # no work done
+
+
+def test_prepare_after_a_killed_write_removes_the_temp_file_left(tmp_path):
+    """SIGKILL during a write leaves a hidden .NAME.XXXXXXXX.tmp beside --out; the next
+    prepare of that --out removes it (and only it)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "tokens.npz"
+    writer = ("import sys, time; from xtinyhar.io import atomic_write; "
+              "atomic_write(sys.argv[1], lambda f: (f.write(b'x' * 100000), f.flush(), time.sleep(60)))")
+    proc = subprocess.Popen([sys.executable, "-c", writer, str(out)])
+    deadline = time.time() + 60
+    while not list(tmp_path.glob(".tokens.npz.*.tmp")) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    left = list(tmp_path.glob(".tokens.npz.*.tmp"))
+    assert len(left) == 1 and left[0].stat().st_size == 100000
+    keep = tmp_path / ".other.npz.abcd1234.tmp"
+    keep.write_bytes(b"another target's")
+    done = subprocess.run([sys.executable, "-m", "xtinyhar.cli", "prepare", "--config",
+                           str(CONFIGS / "synthetic.yaml"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [keep.name, "tokens.npz"]

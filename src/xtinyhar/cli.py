@@ -45,10 +45,19 @@ def _output_file(value: str, flag: str, suffix: str) -> Path:
         raise XTinyHARError(f"{flag} {value}: should end in {suffix}")
     if path.is_dir():
         raise XTinyHARError(f"{flag} {value}: is a directory")
-    folder = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise XTinyHARError(f"{flag} {value}: cannot write into {folder}")
+    _writable_folder(path.parent, f"{flag} {value}")
     return path
+
+
+def _writable_folder(folder: Path, what: str) -> None:
+    """The nearest existing folder at or above ``folder`` must take a new file (a probe file
+    is made and removed), so a bad output location fails before any work is done."""
+    from xtinyhar.io import check_writable
+
+    existing = next((p for p in [folder, *folder.parents] if p.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise XTinyHARError(f"{what}: cannot write into {existing}")
+    check_writable(existing, what)
 
 
 def _load_cfg(args: argparse.Namespace):
@@ -189,6 +198,8 @@ def cmd_cv(args: argparse.Namespace) -> int:
     """Cross-validate teacher + student; write runs/<name>/ and print mean +- std."""
     from xtinyhar.evaluate.cv import run_cv, summary_table
 
+    if not Path(args.run).is_file():   # a file there: run_cv names the problem
+        _writable_folder(Path(args.run), f"--run {args.run}")
     cfg = _load_cfg(args)
     cache = _cache_for(cfg, args)
     summary = run_cv(cfg, cache, protocol=args.protocol or cfg.eval.protocol, run_dir=args.run,

@@ -10,12 +10,20 @@ import os
 import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from xtinyhar.errors import DataError, require_file
+from xtinyhar.errors import DataError, XTinyHARError, require_file
+
+try:
+    import fcntl
+except ImportError:   # not on Windows: stale temp files are then told by their age alone
+    fcntl = None
+
+STARTED = time.time()   # about when this process started: older temp files are not its own
 
 
 @contextlib.contextmanager
@@ -48,19 +56,76 @@ def usual_permissions(path: str | Path) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
+def _is_locked(path: Path) -> bool:
+    """Whether a live writer holds the lock ``atomic_write`` takes on its temp file."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return True   # gone or unreadable: leave it alone
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)   # closing releases a lock this call took
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Delete temp files that an earlier, killed ``atomic_write`` of ``path`` left beside it.
+
+    Only files of our own pattern for this target (``.<name>.XXXXXXXX.tmp``), last written
+    before this process started and not locked by a live writer, are removed."""
+    path = Path(path)
+    pattern = re.compile(re.escape(f".{path.name}.") + r"[A-Za-z0-9_]{8}" + re.escape(".tmp"))
+    removed = []
+    try:
+        candidates = [p for p in path.parent.iterdir() if pattern.fullmatch(p.name)]
+    except OSError:
+        return removed
+    for tmp in candidates:
+        try:
+            if not tmp.is_file() or tmp.stat().st_mtime >= STARTED or _is_locked(tmp):
+                continue
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            continue
+    return removed
+
+
+def check_writable(folder: str | Path, what: str) -> None:
+    """Create and remove a probe file in ``folder``, so an output that cannot be written
+    fails before any work is done (permission bits alone do not tell: root, read-only mounts)."""
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".xtinyhar-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise XTinyHARError(f"{what}: cannot write into {folder} ({exc.strerror or exc})") from None
+
+
 def atomic_write(path: str | Path, write: Callable) -> None:
     """Call ``write(binary_file)`` on a temp file beside ``path``, then rename over it.
 
-    A crash or Ctrl-C leaves any earlier file at ``path`` untouched and no partial file.
+    A crash or Ctrl-C leaves any earlier file at ``path`` untouched and no partial file; the
+    temp file is locked while written, so a later write of ``path`` can tell one that a
+    killed process left behind (and removes it) from one still being written.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
         usual_permissions(tmp)
         with os.fdopen(fd, "wb") as handle:
             write(handle)
-        os.replace(tmp, path)
+            handle.flush()
+            os.replace(tmp, path)   # still locked: never taken for a stale file meanwhile
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -10,6 +10,7 @@ config it was built from; ``load_token_cache`` refuses a cache built from anothe
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -19,12 +20,14 @@ import numpy as np
 from xtinyhar import __version__
 from xtinyhar.config import Config, cache_hash
 from xtinyhar.data.trial import Trial
-from xtinyhar.errors import DataError, StaleCacheError, require_file
+from xtinyhar.errors import ConfigError, DataError, StaleCacheError, require_file
 from xtinyhar.io import atomic_write
 from xtinyhar.preprocess.patching import (fixed_patch_lengths, gather_tokens, max_tokens,
                                           motion_energy, patch_lengths, token_positions)
 from xtinyhar.preprocess.resample import resample_trial
-from xtinyhar.preprocess.windows import make_windows, trial_windows
+from xtinyhar.preprocess.windows import make_windows, trial_windows, window_starts
+
+MAX_CACHE_GB = float(os.environ.get("XTINYHAR_MAX_CACHE_GB", 4))   # a larger cache is refused
 
 
 @dataclass
@@ -81,6 +84,8 @@ def build_token_cache(cfg: Config, trials: list[Trial], class_names: list[str]) 
         skeletons.append(skel)
     labels, subjects = [t.label for t in trials], [t.subject for t in trials]
     ratio = pre.skeleton_hz / pre.resample_hz
+    joints = trials[0].skeleton.shape[1] if with_skeleton and trials else 0
+    check_windowing(cfg, [len(imu) for imu in imus], joints)
     if cfg.data.segmentation == "trial":
         windows = trial_windows(imus, skeletons if with_skeleton else None, labels, subjects,
                                 window=cfg.data.window, skeleton_ratio=ratio)
@@ -115,6 +120,57 @@ def build_token_cache(cfg: Config, trials: list[Trial], class_names: list[str]) 
         trial_subject=np.array([t.subject for t in trials], dtype=np.int64),
         trial_placement=np.array([t.placement for t in trials]),
         meta=meta)
+
+
+def window_valid_counts(lengths: list[int], window: int, stride: int) -> np.ndarray:
+    """Real (not padded) samples of every sliding window the trials of ``lengths`` give."""
+    return np.concatenate([np.minimum(n - window_starts(n, window, stride), window)
+                           for n in lengths]) if lengths else np.zeros(0, np.int64)
+
+
+def bytes_per_window(cfg: Config, joints: int) -> int:
+    """Bytes one window takes in the cache: IMU, skeleton, tokens and per-window records."""
+    d, s, dp = cfg.data, cfg.model.student, cfg.preproc.dynamic_patch
+    n_max = max_tokens(d.window, dp.p_min if dp.enabled else s.p_default)
+    frames = int(round(d.window * cfg.preproc.skeleton_hz / cfg.preproc.resample_hz))
+    return (4 * d.window * d.imu_channels + 4 * frames * joints * 3
+            + 4 * n_max * s.p_default * d.imu_channels + 9 * n_max + 6 * 8 + 4)
+
+
+def _size(n_bytes: float) -> str:
+    return f"{n_bytes / 1e9:.1f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:.0f} MB"
+
+
+def check_windowing(cfg: Config, lengths: list[int], joints: int) -> None:
+    """Refuse, before any window is cut, a config that makes most windows mostly padding
+    (a window longer than most trials, or a very low sample rate) or whose cache would be
+    absurdly large; the message says how many windows and what to change."""
+    d, hz = cfg.data, cfg.preproc.resample_hz
+    if not lengths:
+        return
+    if d.segmentation == "sliding":
+        valid = window_valid_counts(lengths, d.window, d.stride)
+        padded = int((valid < d.window / 2).sum())
+        if padded > len(valid) / 2:
+            median = int(np.median(lengths))
+            change = f"choose a data.window of at most {median} samples"
+            if hz < d.imu_sr:
+                change = (f"raise preproc.resample_hz towards the sensor's {d.imu_sr:g} Hz "
+                          f"(data.imu_sr) or {change}")
+            raise ConfigError(
+                f"{cfg.source}: {padded} of {len(valid)} windows would be more than half padding: "
+                f"data.window is {d.window} samples but the trials hold {min(lengths)}..{max(lengths)} "
+                f"(median {median}) at preproc.resample_hz {hz:g} Hz; {change}")
+        n_windows = len(valid)
+    else:
+        n_windows = len(lengths)
+    size = n_windows * bytes_per_window(cfg, joints)
+    if size > MAX_CACHE_GB * 1e9:
+        raise ConfigError(
+            f"{cfg.source}: the token cache would take about {_size(size)} ({n_windows} windows "
+            f"of {bytes_per_window(cfg, joints) / 1e3:.0f} KB), over the {MAX_CACHE_GB:g} GB limit; "
+            "lower data.window, raise data.stride or use fewer trials (or raise the limit with "
+            "XTINYHAR_MAX_CACHE_GB if you mean it)")
 
 
 def save_token_cache(path: str | Path, cache: TokenCache) -> None:
