@@ -10,7 +10,7 @@ from xtinyhar.config import load_config
 from xtinyhar.data import load_dataset
 from xtinyhar.data.splits import make_splits
 from xtinyhar.errors import XTinyHARError
-from xtinyhar.evaluate.cv import _fold_record, run_cv
+from xtinyhar.evaluate.cv import _fold_record, fold_artefacts, run_cv, write_done
 from xtinyhar.preprocess.tokens import build_token_cache
 
 from conftest import CONFIGS
@@ -26,13 +26,18 @@ def small():
 
 
 def finished_run(run, cfg, records):
-    """A run directory whose folds all look finished (metrics.json written)."""
+    """A run directory whose folds all look finished: metrics.json, stand-ins for the other
+    artefacts, and the done.json marker that lists them."""
     run.mkdir()
     (run / "config.yaml").write_text(yaml.safe_dump(
         {"config": cfg.to_dict(), "protocol": "kfold", "kd": True}, sort_keys=False))
     for k, record in enumerate(records):
-        (run / "folds" / str(k)).mkdir(parents=True)
-        (run / "folds" / str(k) / "metrics.json").write_text(json.dumps(record))
+        fold = run / "folds" / str(k)
+        fold.mkdir(parents=True)
+        for name in fold_artefacts(cfg, kd=True):
+            (fold / name).write_bytes(b"stand-in")
+        (fold / "metrics.json").write_text(json.dumps(record))
+        write_done(fold, fold_artefacts(cfg, kd=True))
 
 
 def test_resume_skips_a_finished_fold_only_if_it_ran_on_this_splits_subjects(small, tmp_path):
@@ -81,6 +86,7 @@ def test_resume_with_damaged_run_files_is_a_one_line_error(small, tmp_path):
     finished_run(tmp_path / "truncated", cfg, records)
     metrics = tmp_path / "truncated" / "folds" / "0" / "metrics.json"
     metrics.write_text(metrics.read_text()[:20])
+    write_done(metrics.parent, fold_artefacts(cfg, kd=True))   # a marker that vouches for it
     with pytest.raises(XTinyHARError, match=r"folds/0/metrics.json: unreadable .*delete it to rerun") as err:
         run_cv(cfg, cache, protocol="kfold", run_dir=tmp_path / "truncated", resume=True)
     assert "\n" not in str(err.value)

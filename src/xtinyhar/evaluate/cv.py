@@ -3,15 +3,21 @@ evaluate both on the held-out subjects, and write the run directory of DESIGN.md
 
     runs/<name>/config.yaml
     runs/<name>/folds/<k>/{metrics.json, history.csv, predictions.npz, teacher.pt, student.pt}
+    runs/<name>/folds/<k>/done.json
     runs/<name>/summary.json
 
-A finished fold (its metrics.json exists) is skipped by ``resume``; an interrupted fold
-continues from its last finished epoch. Metrics are computed per window and per trial (a
-trial's prediction is the mean of its windows' probabilities).
+``done.json`` is written last and lists every artefact of the fold with its size and
+sha256. ``resume`` skips a fold only when that marker and every file it lists check out; a
+fold whose marker is missing continues from its saved training state (an interrupted fit
+resumes after its last finished epoch), and one whose marker or files are damaged is redone
+from scratch. Everything that can be checked (the splits, the models) is checked before the
+run folder is made. Metrics are computed per window and per trial (a trial's prediction is
+the mean of its windows' probabilities).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -24,16 +30,73 @@ import yaml
 
 from xtinyhar.config import Config, cache_hash, config_from_dict
 from xtinyhar.data.splits import Split, make_splits, standard_train_subjects
-from xtinyhar.errors import XTinyHARError
+from xtinyhar.errors import DataError, XTinyHARError
 from xtinyhar.evaluate.metrics import (classification_metrics, format_summary_table,
                                        pool_trials, summarize_folds)
 from xtinyhar.io import atomic_write, write_csv, write_json, write_text
+from xtinyhar.models.teacher import STConvTeacher
 from xtinyhar.preprocess.tokens import TokenCache
 from xtinyhar.train.loop import predict_logits
-from xtinyhar.train.tasks import (arrays, check_teacher, fit_student, fit_teacher, load_model,
-                                  save_model, student_forward, teacher_forward)
+from xtinyhar.train.tasks import (arrays, build_student, check_teacher, fit_student, fit_teacher,
+                                  load_model, save_model, student_forward, teacher_config,
+                                  teacher_forward)
 
 log = logging.getLogger(__name__)
+
+
+DONE = "done.json"
+
+
+def fold_artefacts(cfg: Config, kd: bool) -> tuple[str, ...]:
+    """The files a finished fold must hold (its done.json lists them, history.csv too)."""
+    if cfg.model.student.arch.startswith("minirocket"):
+        return ("predictions.npz", "metrics.json")
+    return ("predictions.npz", *(("teacher.pt",) if kd else ()), "student.pt", "metrics.json")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_done(fold_dir: Path, names: tuple[str, ...]) -> None:
+    """Mark a fold finished: ``done.json`` with the name, size and sha256 of each artefact
+    (and history.csv when there is one). Written after every artefact, so a fold killed
+    before it has no marker."""
+    present = [n for n in (*names, "history.csv") if (fold_dir / n).is_file()]
+    entries = [{"name": n, "bytes": (fold_dir / n).stat().st_size, "sha256": _sha256(fold_dir / n)}
+               for n in dict.fromkeys(present)]
+    write_json(fold_dir / DONE, {"artefacts": entries})
+
+
+def unfinished_reason(fold_dir: Path, names: tuple[str, ...]) -> str | None:
+    """None when the fold's done.json is readable, lists every artefact in ``names`` and
+    every file it lists has its recorded size and sha256; otherwise what is wrong."""
+    marker = fold_dir / DONE
+    if not marker.is_file():
+        return f"no {marker}"
+    try:
+        entries = {e["name"]: e for e in json.loads(marker.read_text())["artefacts"]}
+        if any(Path(n).name != n for n in entries):
+            raise ValueError("a listed name is a path")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return f"{marker} is unreadable"
+    missing = [n for n in names if n not in entries]
+    if missing:
+        return f"{marker} does not list {', '.join(missing)}"
+    for name, entry in entries.items():
+        path = fold_dir / name
+        if not path.is_file():
+            return f"{path} is missing"
+        size = path.stat().st_size
+        if size != entry.get("bytes"):
+            return f"{path} is {size} bytes, {DONE} recorded {entry.get('bytes')} (truncated or replaced)"
+        if _sha256(path) != entry.get("sha256"):
+            return f"{path} differs from the file {DONE} recorded (sha256)"
+    return None
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -102,8 +165,9 @@ def run_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Path, *, kd
         return _minirocket_fold(cfg, cache, split, fold_dir, record, predictions, started)
     if kd:
         teacher_path = fold_dir / "teacher.pt"
-        if resume and teacher_path.exists():
-            teacher, payload = load_model(teacher_path, "teacher")
+        reloaded = _reload_teacher(teacher_path, split) if resume and teacher_path.exists() else None
+        if reloaded is not None:
+            teacher, payload = reloaded
             check_teacher(teacher_path, payload, split.train_subjects, chash)
             fitted = fold_dir / "teacher_fit.json"   # written with the teacher, if by this version
             earlier = (_read_record(fitted, "delete the fold's folder to rerun it")
@@ -140,11 +204,22 @@ def run_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Path, *, kd
         write_csv(fold_dir / "history.csv", [{k: row.get(k, "") for k in keys} for row in histories])
     atomic_write(fold_dir / "predictions.npz", lambda f: np.savez(f, **predictions))
     record["seconds"] = round(time.perf_counter() - started, 1)
-    write_json(fold_dir / "metrics.json", record)  # written last: marks the fold finished
+    write_json(fold_dir / "metrics.json", record)
+    write_done(fold_dir, fold_artefacts(cfg, kd))   # last: marks the fold finished
     for workdir in ("fit_teacher", "fit_student"):  # resume state; history.csv has it all
         shutil.rmtree(fold_dir / workdir, ignore_errors=True)
     (fold_dir / "teacher_fit.json").unlink(missing_ok=True)
     return record
+
+
+def _reload_teacher(path: Path, split: Split):
+    """An unfinished fold's saved teacher (model, payload), or None, with a warning, when the
+    file cannot be loaded: then the teacher is trained again instead of failing the run."""
+    try:
+        return load_model(path, "teacher")
+    except DataError as exc:
+        log.warning("fold %d: %s; training its teacher again", split.fold, exc)
+        return None
 
 
 def _minirocket_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Path, record: dict,
@@ -180,6 +255,7 @@ def _minirocket_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Pat
     atomic_write(fold_dir / "predictions.npz", lambda f: np.savez(f, **predictions))
     record["seconds"] = round(time.perf_counter() - started, 1)
     write_json(fold_dir / "metrics.json", record)
+    write_done(fold_dir, fold_artefacts(cfg, kd=False))
     return record
 
 
@@ -305,6 +381,67 @@ def _fold_in_worker(cfg: Config, split: Split, fold_dir: Path, kd: bool, resume:
     return run_fold(cfg, _WORKER_CACHE, split, fold_dir, kd=kd, resume=resume)
 
 
+def check_models(cfg: Config, cache: TokenCache, *, kd: bool) -> None:
+    """Build the models of a fold once, untrained, so that a config or cache they cannot be
+    built from fails before the run folder exists (not in the middle of fold 0)."""
+    if cfg.model.student.arch.startswith("minirocket"):
+        return
+    n_classes = len(cache.class_names)
+    build_student(cfg, n_classes)
+    if kd:
+        if cache.skeleton is None:
+            raise DataError("the token cache has no skeleton windows; the teacher needs them "
+                            "(pass --no-kd for a student without a teacher)")
+        STConvTeacher(teacher_config(cfg, n_classes, cache.skeleton.shape[2]))
+
+
+def _save_or_check_run_config(saved: Path, cfg: Config, *, protocol: str, kd: bool) -> None:
+    """Write the run's config.yaml, or, resuming, refuse a config, KD setting or protocol
+    other than the one the run was started with."""
+    if not saved.exists():
+        text = yaml.safe_dump({"config": cfg.to_dict(), "protocol": protocol, "kd": kd}, sort_keys=False)
+        write_text(saved, text)
+        return
+    previous = _read_record(saved, "choose another --run (or restore the file)")
+    try:   # keys added to the package since the run started take their defaults
+        before = config_from_dict(previous.get("config", {}), source=str(saved)).to_dict()
+    except XTinyHARError:
+        before = None
+    if before != cfg.to_dict() or previous.get("kd") != kd or previous.get("protocol") != protocol:
+        raise XTinyHARError(f"{saved}: the run was started with another config, KD setting or protocol; "
+                            "resume it with the same ones or choose another --run")
+
+
+def _finished_record(fold_dir: Path, split: Split) -> dict:
+    """The metrics of a fold finished earlier, refused if it ran on other subjects."""
+    done = fold_dir / "metrics.json"
+    record = _read_record(done, "delete it to rerun the fold")
+    expected = _fold_record(split)
+    if any(sorted(int(s) for s in record.get(key, [])) != sorted(int(s) for s in expected[key])
+           for key in ("train_subjects", "val_subjects", "test_subjects")):
+        raise XTinyHARError(f"{done}: fold {split.fold} ran on other subjects (test "
+                            f"{record.get('test_subjects')}) than this split's (test "
+                            f"{expected['test_subjects']}); rerun it in another --run")
+    return record
+
+
+def _prepare_unfinished(fold_dir: Path, fold: int, reason: str) -> None:
+    """Say why a fold is run again. One that finished once and was damaged since (its marker
+    exists) starts from scratch, its training state long gone; one without a marker was
+    interrupted and continues from its saved training state, if it has one."""
+    if (fold_dir / DONE).exists():
+        log.warning("fold %d: %s; redoing the fold from scratch", fold, reason)
+        shutil.rmtree(fold_dir)
+        return
+    state = [name for name in ("fit_teacher/last.pt", "teacher.pt", "fit_student/last.pt")
+             if (fold_dir / name).is_file()]
+    if state:
+        log.warning("fold %d: not finished (%s); continuing from its saved training state (%s)",
+                    fold, reason, ", ".join(state))
+    elif any(fold_dir.iterdir()):
+        log.warning("fold %d: not finished (%s) and no training state saved; redoing it", fold, reason)
+
+
 def run_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path,
            resume: bool = False, kd: bool = True, max_folds: int | None = None,
            jobs: int = 1) -> dict:
@@ -326,44 +463,29 @@ def run_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise XTinyHARError(f"{run_dir}: run directory exists and is not empty; pass --resume to "
                             "continue it or choose another --run")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    saved = run_dir / "config.yaml"
-    if saved.exists():
-        previous = _read_record(saved, "choose another --run (or restore the file)")
-        try:   # keys added to the package since the run started take their defaults
-            before = config_from_dict(previous.get("config", {}), source=str(saved)).to_dict()
-        except XTinyHARError:
-            before = None
-        if before != cfg.to_dict() or previous.get("kd") != kd or previous.get("protocol") != protocol:
-            raise XTinyHARError(f"{saved}: the run was started with another config, KD setting or protocol; "
-                                "resume it with the same ones or choose another --run")
-    else:
-        text = yaml.safe_dump({"config": cfg.to_dict(), "protocol": protocol, "kd": kd}, sort_keys=False)
-        write_text(saved, text)
-
     splits = make_splits(cache.subject, protocol, folds=cfg.eval.folds, seed=cfg.train.seed,
                          val_subjects=cfg.eval.val_subjects,
                          standard_train=standard_train_subjects(cfg.data.dataset))
     if max_folds is not None:
         splits = splits[:max_folds]
+    check_models(cfg, cache, kd=kd)
+    run_dir.mkdir(parents=True, exist_ok=True)   # only once everything above holds
+    _save_or_check_run_config(run_dir / "config.yaml", cfg, protocol=protocol, kd=kd)
+
     started = time.perf_counter()
     records: dict[int, dict] = {}
     todo = []
+    names = fold_artefacts(cfg, kd)
     for split in splits:
         fold_dir = run_dir / "folds" / str(split.fold)
-        done = fold_dir / "metrics.json"
-        if resume and done.exists():
-            record = _read_record(done, "delete it to rerun the fold")
-            expected = _fold_record(split)
-            if any(sorted(int(s) for s in record.get(key, [])) != sorted(int(s) for s in expected[key])
-                   for key in ("train_subjects", "val_subjects", "test_subjects")):
-                raise XTinyHARError(f"{done}: fold {split.fold} ran on other subjects (test "
-                                    f"{record.get('test_subjects')}) than this split's (test "
-                                    f"{expected['test_subjects']}); rerun it in another --run")
-            log.info("fold %d finished earlier; skipping", split.fold)
-            records[split.fold] = record
-            continue
-        if fold_dir.exists() and not resume:
+        if resume and fold_dir.exists():
+            reason = unfinished_reason(fold_dir, names)
+            if reason is None:
+                log.info("fold %d finished earlier; skipping", split.fold)
+                records[split.fold] = _finished_record(fold_dir, split)
+                continue
+            _prepare_unfinished(fold_dir, split.fold, reason)
+        elif fold_dir.exists():
             shutil.rmtree(fold_dir)
         todo.append((split, fold_dir))
     jobs = min(jobs, max(len(todo), 1))
@@ -377,7 +499,11 @@ def run_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path
         records.update(_run_parallel(cfg, cache, todo, kd=kd, resume=resume, jobs=jobs))
     summary = summarize([records[s.fold] for s in splits], protocol=protocol, cfg=cfg)
     previous = run_dir / "summary.json"
-    earlier = json.loads(previous.read_text()) if previous.exists() else {}
+    try:   # a damaged summary of an earlier call is simply written anew
+        earlier = json.loads(previous.read_text()) if previous.exists() else {}
+    except (OSError, UnicodeDecodeError, ValueError):
+        earlier = {}
+    earlier = earlier if isinstance(earlier, dict) else {}
     if not todo and earlier.get("folds") == len(splits):   # nothing ran: keep what was measured
         summary["wall_seconds"], summary["jobs"] = earlier.get("wall_seconds"), earlier.get("jobs", 1)
     else:
