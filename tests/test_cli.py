@@ -210,3 +210,23 @@ def test_prepare_after_a_killed_write_removes_the_temp_file_left(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [keep.name, "tokens.npz"]
+
+
+def test_export_of_a_checkpoint_with_a_zero_std_names_the_checkpoint(tmp_path, capsys):
+    """It used to fail after the export, as a parity error of the exported graph."""
+    import torch
+
+    from xtinyhar.config import config_from_dict
+    from xtinyhar.train.tasks import build_student, save_model
+
+    cfg = config_from_dict({"data": {"window": 50}, "model": {"teacher": {"skeleton_tokens": 5}}})
+    path = tmp_path / "student.pt"
+    save_model(path, build_student(cfg, 3), cfg=cfg, class_names=list("abc"), cache_hash="x",
+               train_subjects=[1])
+    payload = torch.load(path, weights_only=True)
+    payload["state_dict"]["tokenizer.norm_std"][5] = 0.0
+    torch.save(payload, path)
+    assert main(["export", "--model", str(path), "--out", str(tmp_path / "m.onnx")]) == 2
+    err = _one_line_error(capsys)
+    assert err.startswith(f"error: {path}: normalization std") and "channel 5 (gyro_z)" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["student.pt"]

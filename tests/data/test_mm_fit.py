@@ -236,3 +236,19 @@ def test_skip_bad_with_nothing_left_raises(tmp_path: Path):
     (tmp_path / "w00" / "w00_sw_l_acc.npy").unlink()
     with pytest.raises(DataError, match="no MM-Fit sets loaded.*w00_sw_l_acc.npy"):
         load_mm_fit(tmp_path, skip_bad=True)
+
+
+def test_an_all_zero_recording_is_kept_with_a_warning_naming_it(root, caplog):
+    """A dead sensor records zeros; every set cut from it is kept, each with a warning."""
+    for stream in ("acc", "gyr"):
+        path = root / "w00" / f"w00_sw_l_{stream}.npy"
+        rows = np.load(path)
+        rows[:, 2:] = 0.0
+        np.save(path, rows)
+    with caplog.at_level(logging.WARNING):
+        trials, _ = load_mm_fit(root)
+    assert len(trials) == len(SETS)
+    warned = [r.getMessage() for r in caplog.records if "all zeros" in r.getMessage()]
+    assert len(warned) == len(SETS)
+    assert all(m.startswith(str(root / "w00" / "w00_sw_l_acc.npy")) for m in warned)
+    assert "w00_set01" in warned[0]
