@@ -317,9 +317,10 @@ def _edge_rows(model, inputs, runs: int) -> list[str]:
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a student checkpoint to ONNX or TFLite (+ int8), with parity and accuracy on
     held-out subjects."""
-    from xtinyhar.export.to_onnx import export_checkpoint
+    from xtinyhar.export.to_onnx import Int8Guard, export_checkpoint
     from xtinyhar.train.tasks import load_model
 
+    guard = Int8Guard(args.int8_min_agreement, args.int8_max_drop)   # checked before any work
     suffix = ".tflite" if args.format == "tflite" else ".onnx"
     if Path(args.out).suffix != suffix:
         raise XTinyHARError(f"--out {args.out}: a {args.format} file should end in {suffix}")
@@ -342,19 +343,23 @@ def cmd_export(args: argparse.Namespace) -> int:
         from xtinyhar.export.to_tflite import export_checkpoint_tflite
 
         reports = export_checkpoint_tflite(model, payload, cache, args.out, int8=args.int8,
-                                           tolerance=args.tolerance)
+                                           tolerance=args.tolerance, guard=guard)
     else:
         reports = export_checkpoint(model, payload, cache, args.out, int8=args.int8,
-                                    tolerance=args.tolerance)
+                                    tolerance=args.tolerance, guard=guard)
     for precision, r in reports.items():
         acc = r["accuracy"]
         parity = (f"max |logit diff| vs PyTorch {r['parity_max_abs']:.2e}" if precision == "fp32" else
-                  f"max |logit diff| {r['parity_max_abs']:.3f}, same class on {r['same_prediction']:.1%} of windows")
+                  f"max |logit diff| {r['parity_max_abs']:.3f}, fp32's class on "
+                  f"{r['agreement_with_fp32']:.1%} of windows")
         print(f"{precision}: {r['file']} ({r['bytes'] / 1024:.1f} KB); {parity}; held-out subjects "
               f"{r['held_out_subjects']}: window accuracy {acc['window']:.3f}, trial accuracy "
               f"{acc['trial']:.3f} ({acc['trials']} trials)")
     if "int8" in reports:
-        print(f"int8 trial accuracy change vs fp32: {reports['int8']['trial_accuracy_change_vs_fp32']:+.3f}")
+        q = reports["int8"]
+        print(f"int8 trial accuracy change vs fp32: {q['trial_accuracy_change_vs_fp32']:+.3f}; "
+              f"agreement {q['agreement_with_fp32']:.3f} measured on this {q['measured_on']['machine']} "
+              f"CPU (guard: >= {q['guard']['min_agreement']:g}, drop <= {q['guard']['max_accuracy_drop']:g})")
     return 0
 
 
@@ -369,6 +374,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise XTinyHARError(f"{flag} {value}: must be >= 1")
     model = HarModel(args.model)
+    print(model.precision_note())
     path = Path(args.input)
     if path.suffix == ".mat":
         from xtinyhar.data.utd_mhad import read_inertial
@@ -568,6 +574,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--root", help="dataset folder, if not where the checkpoint was trained")
     export.add_argument("--tokens", help="token cache the model was trained with (default: build)")
     export.add_argument("--tolerance", type=float, default=1e-4, help="max |logit difference| (fp32)")
+    export.add_argument("--int8-min-agreement", type=float, default=0.95, metavar="FRACTION",
+                        help="refuse the int8 file when it gives the fp32 file's class on fewer of the "
+                             "held-out windows, measured on this machine (default 0.95)")
+    export.add_argument("--int8-max-drop", type=float, default=0.02, metavar="FRACTION",
+                        help="refuse the int8 file when its held-out trial accuracy is lower than fp32's "
+                             "by more than this (default 0.02)")
     export.set_defaults(func=cmd_export)
 
     stream = sub.add_parser("stream", help="replay a recorded trial through the device runtime")

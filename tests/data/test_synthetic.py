@@ -131,11 +131,6 @@ def test_bad_arguments_raise_a_config_error_naming_them(kwargs):
         generate_synthetic(**kwargs)
 
 
-def test_default_set_is_fast(default_set):
-    _, _, seconds = default_set
-    assert seconds < 2.0
-
-
 # --------------------------------------------------------------------------- physics
 
 def _fixed_rotation() -> np.ndarray:

@@ -11,6 +11,7 @@ import pytest
 from xtinyhar.errors import DataError
 from xtinyhar.export import runtime
 from xtinyhar.export.runtime import HarModel, main, sidecar_path
+from xtinyhar.export.to_onnx import annotate_onnx
 
 from test_onnx import run_timing_without_torch
 from test_onnx import student  # noqa: F401  (the small exported UTD-MHAD student)
@@ -49,6 +50,7 @@ def trial_model(student, folder, name="trial.onnx"):  # noqa: F811
     shutil.copy(student["onnx"], path)
     meta = json.loads(sidecar_path(student["onnx"]).read_text())
     sidecar_path(path).write_text(json.dumps({**meta, "segmentation": "trial"}))
+    annotate_onnx(path, {**meta, "segmentation": "trial"})     # the file's own copy agrees
     return path
 
 
@@ -163,7 +165,10 @@ def test_good_files_are_timed_in_order(student, capsys, no_timing):  # noqa: F81
     assert main([str(student["onnx"]), str(student["int8"]), "--runs", "1", "--warmup", "0"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[0].startswith("batch 1, 1 thread(s)") and out[1].startswith("model")
-    assert [row.split()[0] for row in out[2:]] == ["s.onnx", "s_int8.onnx"]
+    assert [row.split()[0] for row in out[2:4]] == ["s.onnx", "s_int8.onnx"]
+    agreement = student["reports"]["int8"]["agreement_with_fp32"]
+    assert out[2].split()[-2] == "-" and out[3].split()[-2] == f"{agreement:.3f}"
+    assert "agrees: an int8 file's share of held-out windows" in out[0]
     assert len(no_timing) == 4
 
 

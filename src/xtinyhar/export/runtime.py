@@ -36,6 +36,14 @@ from xtinyhar.errors import DataError, XTinyHARError
 from xtinyhar.timing import time_calls
 
 METADATA_KEY = "xtinyhar"
+DEVICE_FIELDS = ("format", "precision", "kind", "class_names", "window", "channels", "imu_hz",
+                 "stride", "segmentation", "norm_mean", "norm_std")
+"""Metadata the runtime acts on; a sidecar must agree with the ONNX file's copy on each."""
+
+
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -178,7 +186,50 @@ class HarModel:
                 raise DataError(f"{self.path}: not a readable TFLite model ({str(exc).splitlines()[0][:160]})") from None
         if beside is None:
             self._apply_metadata(read_metadata(self.path, self.session))
+        elif self.session is not None:
+            self._check_sidecar_against_file(beside[1])
         self._check_graph_shapes()
+
+    def _check_sidecar_against_file(self, sidecar: Path) -> None:
+        """The ONNX file carries its own copy of the metadata: a sidecar that disagrees on
+        anything the runtime acts on (class names, rates, window, normalisation) would
+        relabel predictions or shift times, so it is refused, naming the field."""
+        custom = self.session.get_modelmeta().custom_metadata_map
+        if METADATA_KEY not in custom:
+            return                                   # exported before the copy existed
+        try:
+            inside = json.loads(custom[METADATA_KEY])
+        except json.JSONDecodeError:
+            raise DataError(f"{self.path}: the metadata inside the file is not valid JSON") from None
+        for field in DEVICE_FIELDS:
+            if field in inside and self.metadata.get(field) != inside[field]:
+                raise DataError(f"{sidecar}: {field} differs from the copy inside {self.path.name} "
+                                f"({_short(self.metadata.get(field))} vs {_short(inside[field])}); "
+                                "is the JSON from another export? Delete it to use the file's own")
+
+    @property
+    def evaluation(self) -> dict:
+        """What ``xtinyhar export`` measured on held-out subjects ({} for older exports)."""
+        evaluation = self.metadata.get("evaluation", {})
+        return evaluation if isinstance(evaluation, dict) else {}
+
+    def agreement_text(self) -> str:
+        """The int8 file's agreement with fp32 at export as ``0.991``, or ``-``."""
+        agreement = self.evaluation.get("agreement_with_fp32")
+        return f"{agreement:.3f}" if isinstance(agreement, (int, float)) else "-"
+
+    def precision_note(self) -> str:
+        """One line on the file's precision; for int8, its agreement with the fp32 file as
+        measured at export, and on which CPU (int8 kernels differ between CPUs)."""
+        precision = str(self.metadata.get("precision", "unknown precision"))
+        agreement = self.evaluation.get("agreement_with_fp32")
+        if not isinstance(agreement, (int, float)):
+            return f"{self.path.name}: {precision}"
+        where = self.evaluation.get("measured_on", {})
+        machine = where.get("processor") or where.get("machine") or "an unknown CPU"
+        return (f"{self.path.name}: {precision}, fp32's class on {agreement:.1%} of "
+                f"{self.evaluation.get('parity_windows', '?')} held-out windows, measured at export "
+                f"on {machine}")
 
     def _apply_metadata(self, metadata: dict) -> None:
         """Class names, window, channels, rate, stride and segmentation, or a one-line error."""
@@ -471,14 +522,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(f"batch 1, {args.threads} thread(s), median / p95 ms over {args.runs} calls; input: "
-              f"{args.input or 'a still window'}")
-        print(f"{'model':<40} {'KB':>8} {'predict ms':>15} {'graph ms':>15}  label")
+              f"{args.input or 'a still window'}; agrees: an int8 file's share of held-out windows "
+              "given the fp32 file's class, measured at export on the exporting CPU")
+        print(f"{'model':<40} {'KB':>8} {'predict ms':>15} {'graph ms':>15} {'agrees':>7}  label")
         for model, window, label in prepared:
             predict = time_calls(lambda: model.predict(window), warmup=args.warmup, runs=args.runs)
             graph = time_calls(graph_call(model, window), warmup=args.warmup, runs=args.runs)
             print(f"{model.path.name:<40} {model.path.stat().st_size / 1024:>8.1f} "
                   f"{predict['median_ms']:>7.3f} / {predict['p95_ms']:<5.3f} "
-                  f"{graph['median_ms']:>7.3f} / {graph['p95_ms']:<5.3f}  {label}")
+                  f"{graph['median_ms']:>7.3f} / {graph['p95_ms']:<5.3f} {model.agreement_text():>7}  {label}")
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xtinyhar.export.to_onnx import (Backend, ExportError, _temp_beside, converting, describe,
-                                     export_with_checks, sidecar_path)
+from xtinyhar.export.to_onnx import (Backend, ExportError, Int8Guard, _temp_beside, converting,
+                                     describe, export_with_checks, sidecar_path)
 from xtinyhar.export.fold import deploy_form
 from xtinyhar.io import quiet_output, write_json
 
@@ -110,6 +110,9 @@ TFLITE = Backend("tflite", "TFLite", export_tflite, tflite_logits, _tflite_int8)
 
 
 def export_checkpoint_tflite(model: torch.nn.Module, payload: dict, cache, out: str | Path, *,
-                             int8: bool = False, tolerance: float = 1e-4) -> dict:
-    """TFLite fp32 (and dynamic-range int8) with parity and held-out accuracy."""
-    return export_with_checks(model, payload, cache, out, TFLITE, int8=int8, tolerance=tolerance)
+                             int8: bool = False, tolerance: float = 1e-4,
+                             guard: Int8Guard | None = None) -> dict:
+    """TFLite fp32 (and dynamic-range int8) with parity, held-out accuracy and the int8
+    guard (the metadata lives in the sidecar only)."""
+    return export_with_checks(model, payload, cache, out, TFLITE, int8=int8, tolerance=tolerance,
+                              guard=guard)
