@@ -8,13 +8,16 @@ quantises the fp32 file with ONNX Runtime's static quantisation in several setti
 calibrated on the same windows of the training subjects (up to 512, as ``--int8``) and
 keeping the same nodes in float (``to_onnx.FLOAT_INPUTS``):
 
-- ``--int8`` as written by ``xtinyhar export`` (QDQ; MatMul, Gemm, Conv, Gather; int8
-  activations, per-channel int8 weights);
-- the same with uint8 activations (x86's U8S8 kernels);
-- MatMul and Conv only; MatMul only;
+- ``--int8`` as written by ``xtinyhar export`` (``to_onnx.INT8_SETTINGS``: QDQ; MatMul,
+  Gemm, Conv, Gather; uint8 activations, per-channel 7-bit int8 weights);
+- full-range int8 weights with int8 activations (ONNX Runtime's defaults, which saturate
+  on x86 without AVX-512 VNNI) and with uint8 activations;
+- uint8 activations and uint8 weights (U8U8, the other saturation-free format);
+- MatMul and Conv only; MatMul only (each in the ``--int8`` types);
 - the older QOperator format (QLinearMatMul / QLinearConv) for MatMul and Conv.
 
-For each: file size, held-out trial accuracy (one whole-trial window per trial of the
+For each: file size, the saturation risks ``to_onnx.int8_saturation_risks`` finds in it,
+held-out trial accuracy (one whole-trial window per trial of the
 subjects the model never saw), the share of held-out windows given the fp32 file's class,
 and the batch-1, 1-thread ONNX Runtime latency, median / p95 over one held-out window,
 the files taking turns round by round. Then ONNX Runtime's fixed cost per node: a chain
@@ -32,8 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from xtinyhar.export.to_onnx import (INT8_OPS, _nodes_kept_in_float, export_onnx,
-                                     held_out_and_training, onnx_session, quiet_exporter)
+from xtinyhar.export.to_onnx import (INT8_OPS, INT8_SETTINGS, _nodes_kept_in_float, export_onnx,
+                                     held_out_and_training, int8_saturation_risks, onnx_session,
+                                     quiet_exporter, this_machine)
 from xtinyhar.train.tasks import load_with_windows
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,14 +47,17 @@ def settings():
     from onnxruntime.quantization import QuantFormat, QuantType
 
     all_ops = list(INT8_OPS)                 # what `xtinyhar export --int8` quantises
+    chosen = dict(quant_format=QuantFormat.QDQ, op_types_to_quantize=all_ops)   # + INT8_SETTINGS' types
     return {
-        "--int8 (QDQ, int8 activations)": dict(quant_format=QuantFormat.QDQ, op_types_to_quantize=all_ops),
-        "uint8 activations": dict(quant_format=QuantFormat.QDQ, op_types_to_quantize=all_ops,
-                                  activation_type=QuantType.QUInt8),
-        "MatMul and Conv only": dict(quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul", "Conv"]),
-        "MatMul only": dict(quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"]),
-        "QOperator, MatMul and Conv": dict(quant_format=QuantFormat.QOperator,
-                                           op_types_to_quantize=["MatMul", "Conv"]),
+        "--int8 (7-bit weights, uint8 act.)": chosen,
+        "full-range weights, int8 act.": {**chosen, "activation_type": QuantType.QInt8,
+                                           "reduce_range": False},
+        "full-range weights, uint8 act.": {**chosen, "reduce_range": False},
+        "U8U8 (uint8 weights)": {**chosen, "weight_type": QuantType.QUInt8, "reduce_range": False},
+        "MatMul and Conv only": {**chosen, "op_types_to_quantize": ["MatMul", "Conv"]},
+        "MatMul only": {**chosen, "op_types_to_quantize": ["MatMul"]},
+        "QOperator, MatMul and Conv": {**chosen, "quant_format": QuantFormat.QOperator,
+                                       "op_types_to_quantize": ["MatMul", "Conv"]},
     }
 
 
@@ -64,7 +71,9 @@ def quantise(prepared: Path, out: Path, calibration: np.ndarray, options: dict) 
         def get_next(self):
             return next(self.batches, None)
 
-    kwargs = dict(per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+    kwargs = dict(per_channel=True, activation_type=getattr(QuantType, INT8_SETTINGS["activation_type"]),
+                  weight_type=getattr(QuantType, INT8_SETTINGS["weight_type"]),
+                  reduce_range=INT8_SETTINGS["reduce_range"],
                   nodes_to_exclude=_nodes_kept_in_float(prepared))
     kwargs.update(options)
     quantize_static(str(prepared), str(out), Windows(), **kwargs)
@@ -146,14 +155,18 @@ def main() -> int:
         sessions = {name: onnx_session(path) for name, path in files.items()}
         reference = logits_one_by_one(sessions["fp32"], windows).argmax(1)
         timed = in_turns(sessions, windows[:1], args.rounds)
+        machine = this_machine()
         print(f"{args.model}: {len(windows)} held-out windows (one per trial), batch 1, 1 thread, "
-              f"ONNX Runtime, median / p95 us, files in turns")
-        print(f"{'file':<32} {'KB':>7} {'trial acc':>9} {'same class':>10} {'latency us':>16}")
+              f"ONNX Runtime, median / p95 us, files in turns; CPU {machine['processor']} "
+              f"({machine['machine']}, int8 dot product: {', '.join(machine['int8_dot_product']) or 'none'})")
+        print(f"{'file':<36} {'KB':>7} {'risks':>5} {'trial acc':>9} {'same class':>10} {'latency us':>16}")
         for name, session in sessions.items():
             predicted = logits_one_by_one(session, windows).argmax(1)
             median, p95 = timed[name]
-            print(f"{name:<32} {files[name].stat().st_size / 1024:>7.1f} {np.mean(predicted == labels):>9.3f} "
-                  f"{np.mean(predicted == reference):>10.3f} {median:>8.1f} / {p95:<6.1f}")
+            risks = "-" if name == "fp32" else str(len(int8_saturation_risks(files[name])))
+            print(f"{name:<36} {files[name].stat().st_size / 1024:>7.1f} {risks:>5} "
+                  f"{np.mean(predicted == labels):>9.3f} {np.mean(predicted == reference):>10.3f} "
+                  f"{median:>8.1f} / {p95:<6.1f}")
     one, chain = node_overhead()
     print(f"\nONNX Runtime per node: 1 tiny Add node {one:.1f} us, a chain of 60 {chain:.1f} us "
           f"-> {(chain - one) / 59:.2f} us per extra node")

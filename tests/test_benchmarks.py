@@ -161,6 +161,6 @@ def test_int8_benchmark_settings_and_node_overhead():
     """The int8 comparison covers what `--int8` writes, and the per-node timing runs."""
     bench = _benchmark("bench_int8")
     names = list(bench.settings())
-    assert names[0].startswith("--int8") and len(names) == 5
+    assert names[0].startswith("--int8") and len(names) == 7
     one, chain = bench.node_overhead(nodes=5, rounds=1)
     assert 0 < one and 0 < chain
