@@ -22,6 +22,8 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +31,7 @@ import torch
 import yaml
 
 from xtinyhar.config import Config, cache_hash, config_from_dict
-from xtinyhar.data.splits import Split, make_splits, standard_train_subjects
+from xtinyhar.data.splits import Split, splits_for_cache, standard_train_subjects
 from xtinyhar.errors import DataError, XTinyHARError
 from xtinyhar.evaluate.metrics import (classification_metrics, format_summary_table,
                                        pool_trials, summarize_folds)
@@ -275,58 +277,96 @@ def _read_record(path: Path, what: str) -> dict:
     return data
 
 
-def _run_parallel(cfg: Config, cache: TokenCache, todo: list, *, kd: bool, resume: bool,
-                  jobs: int) -> dict[int, dict]:
-    """Folds in ``jobs`` spawned worker processes, each on ``train.threads // jobs`` threads
-    (the saved config keeps the configured count). With KD, a fold's teacher and its student
-    are separate tasks (a student starts once its teacher is saved) and teachers go first:
-    5 folds on 2 workers then take about 2.5 fold-times, not 3 (whole folds, or students
-    first, leave a worker idle at the end). A failing task stops the others."""
+@dataclass
+class FoldTask:
+    """One fold of one run for :func:`schedule_folds`: what :func:`run_fold` needs, the
+    token cache named by ``cache_key`` (the pool sends each cache to a worker once), and
+    ``key``, under which the fold's record is returned. ``order`` ranks runs: a lower one's
+    tasks go first, so runs finish one after another."""
+    key: Hashable
+    cfg: Config
+    cache_key: str
+    split: Split
+    fold_dir: Path
+    kd: bool
+    resume: bool
+    order: int = 0
+
+
+def schedule_folds(tasks: list[FoldTask], caches: dict[str, TokenCache], *, jobs: int = 1,
+                   on_done: Callable[[FoldTask, dict], None] | None = None) -> dict:
+    """Run ``tasks`` (folds of one or several runs) and return ``{task.key: record}``;
+    ``on_done(task, record)`` is called in this process as each fold finishes. The one
+    scheduler of ``cv`` and ``ablate``.
+
+    ``jobs`` 1 runs the folds here, one after another. ``jobs`` > 1 runs them in that many
+    spawned worker processes, each on ``train.threads // jobs`` threads (the saved config
+    keeps the configured count). With KD, a fold's teacher and its student are separate
+    tasks (a student starts once its teacher is saved); of the tasks ready to start, the
+    lowest ``order`` goes first and within it teachers before students: 5 folds on 2
+    workers then take about 2.5 fold-times, not 3 (whole folds, or students first, leave a
+    worker idle at the end). A failing task stops the others."""
+    records: dict = {}
+    if jobs == 1 or len(tasks) <= 1:
+        for task in tasks:
+            log.info("%s: test subjects %s", task.fold_dir, task.split.test_subjects)
+            records[task.key] = run_fold(task.cfg, caches[task.cache_key], task.split,
+                                         task.fold_dir, kd=task.kd, resume=task.resume)
+            if on_done is not None:
+                on_done(task, records[task.key])
+        return records
     import concurrent.futures
     import multiprocessing
     from concurrent.futures.process import BrokenProcessPool
 
-    threads = max(1, cfg.train.threads // jobs)
+    jobs = min(jobs, len(tasks))
+    threads = max(1, min(t.cfg.train.threads for t in tasks) // jobs)
     context = multiprocessing.get_context("spawn")   # no fork of a process holding torch threads
+    used = {t.cache_key: caches[t.cache_key] for t in tasks}
     pool = concurrent.futures.ProcessPoolExecutor(
         max_workers=jobs, mp_context=context, initializer=_start_worker,
-        initargs=(threads, logging.getLogger().getEffectiveLevel(), cache))
-    needs_teacher = kd and not cfg.model.student.arch.startswith("minirocket")
-    teachers = [(split, d) for split, d in todo
-                if needs_teacher and not (resume and (d / "teacher.pt").exists())]
-    waiting = {split.fold for split, _ in teachers}
-    students = [(split, d) for split, d in todo if split.fold not in waiting]
-    records: dict[int, dict] = {}
+        initargs=(threads, logging.getLogger().getEffectiveLevel(), used))
+
+    def needs_teacher(task: FoldTask) -> bool:
+        return task.kd and not task.cfg.model.student.arch.startswith("minirocket")
+
+    # (order, 0 teacher / 1 student, position): ready tasks, the smallest first
+    ready = [(t.order, 0 if needs_teacher(t) and not (t.resume and (t.fold_dir / "teacher.pt").exists())
+              else 1, i, t) for i, t in enumerate(tasks)]
     running: dict = {}
 
     def submit() -> None:
-        while len(running) < jobs and (students or teachers):
-            if teachers:   # teachers first: students then fill the last round
-                split, fold_dir = teachers.pop(0)
-                future = pool.submit(_teacher_in_worker, cfg, split, fold_dir, resume)
-                running[future] = ("teacher", split, fold_dir)
+        while len(running) < jobs and ready:
+            ready.sort(key=lambda item: item[:3])
+            order, stage, position, task = ready.pop(0)
+            if stage == 0:
+                future = pool.submit(_teacher_in_worker, task.cfg, task.cache_key, task.split,
+                                     task.fold_dir, task.resume)
             else:
-                split, fold_dir = students.pop(0)
                 # resume=True for a teacher saved by this call: the student reloads it
-                future = pool.submit(_fold_in_worker, cfg, split, fold_dir, kd, resume or needs_teacher)
-                running[future] = ("student", split, fold_dir)
+                future = pool.submit(_fold_in_worker, task.cfg, task.cache_key, task.split,
+                                     task.fold_dir, task.kd, task.resume or needs_teacher(task))
+            running[future] = (order, stage, position, task)
 
     try:
         submit()
         while running:
             finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
             for future in finished:
-                kind, split, fold_dir = running.pop(future)
+                order, stage, position, task = running.pop(future)
                 try:
                     result = future.result()
                 except BrokenProcessPool as exc:
-                    raise XTinyHARError(f"fold {split.fold}: a worker process died (out of memory?); "
+                    raise XTinyHARError(f"{task.fold_dir}: a worker process died (out of memory?); "
                                         "rerun with --resume, or with fewer --jobs") from exc
-                if kind == "teacher":
-                    students.append((split, fold_dir))
+                if stage == 0:
+                    ready.append((order, 1, position, task))
                 else:
-                    records[split.fold] = result
-                    log.info("fold %d finished (test subjects %s)", split.fold, split.test_subjects)
+                    records[task.key] = result
+                    log.info("fold %d finished (test subjects %s)", task.split.fold,
+                             task.split.test_subjects)
+                    if on_done is not None:
+                        on_done(task, result)
             submit()
     except BaseException:
         running_processes = list((pool._processes or {}).values())   # before shutdown clears it
@@ -355,30 +395,31 @@ def summary_table(summary: dict) -> str:
     return format_summary_table(rows)
 
 
-_WORKER_CACHE: TokenCache | None = None   # the token cache, sent once to each CV worker
+_WORKER_CACHES: dict[str, TokenCache] = {}   # the token caches, sent once to each worker
 
 
-def _start_worker(threads: int, log_level: int, cache: TokenCache) -> None:
-    """Initializer of a CV worker process: its thread budget, its logging, the token cache,
+def _start_worker(threads: int, log_level: int, caches: dict[str, TokenCache]) -> None:
+    """Initializer of a CV worker process: its thread budget, its logging, the token caches,
     no progress bars, and Ctrl-C left to the parent (which stops the pool)."""
     import signal
 
     from xtinyhar.train import loop
-    global _WORKER_CACHE
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
     loop.SHOW_PROGRESS = False
     loop.THREADS = threads
     torch.set_num_threads(threads)
-    _WORKER_CACHE = cache
+    _WORKER_CACHES.clear()
+    _WORKER_CACHES.update(caches)
 
 
-def _teacher_in_worker(cfg: Config, split: Split, fold_dir: Path, resume: bool) -> None:
-    train_fold_teacher(cfg, _WORKER_CACHE, split, fold_dir, resume=resume)
+def _teacher_in_worker(cfg: Config, cache_key: str, split: Split, fold_dir: Path, resume: bool) -> None:
+    train_fold_teacher(cfg, _WORKER_CACHES[cache_key], split, fold_dir, resume=resume)
 
 
-def _fold_in_worker(cfg: Config, split: Split, fold_dir: Path, kd: bool, resume: bool) -> dict:
-    return run_fold(cfg, _WORKER_CACHE, split, fold_dir, kd=kd, resume=resume)
+def _fold_in_worker(cfg: Config, cache_key: str, split: Split, fold_dir: Path, kd: bool,
+                    resume: bool) -> dict:
+    return run_fold(cfg, _WORKER_CACHES[cache_key], split, fold_dir, kd=kd, resume=resume)
 
 
 def check_models(cfg: Config, cache: TokenCache, *, kd: bool) -> None:
@@ -402,6 +443,11 @@ def _save_or_check_run_config(saved: Path, cfg: Config, *, protocol: str, kd: bo
         text = yaml.safe_dump({"config": cfg.to_dict(), "protocol": protocol, "kd": kd}, sort_keys=False)
         write_text(saved, text)
         return
+    _check_run_config(saved, cfg, protocol=protocol, kd=kd)
+
+
+def _check_run_config(saved: Path, cfg: Config, *, protocol: str, kd: bool) -> None:
+    """Refuse a run's config.yaml made with another config, KD setting or protocol."""
     previous = _read_record(saved, "choose another --run (or restore the file)")
     try:   # keys added to the package since the run started take their defaults
         before = config_from_dict(previous.get("config", {}), source=str(saved)).to_dict()
@@ -442,37 +488,52 @@ def _prepare_unfinished(fold_dir: Path, fold: int, reason: str) -> None:
         log.warning("fold %d: not finished (%s) and no training state saved; redoing it", fold, reason)
 
 
-def run_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path,
-           resume: bool = False, kd: bool = True, max_folds: int | None = None,
-           jobs: int = 1) -> dict:
-    """Cross-validate teacher and student; returns the summary (also in summary.json).
+@dataclass
+class CVPlan:
+    """A cv run checked and ready: its folder exists with its config.yaml, ``records`` holds
+    the folds finished earlier, ``todo`` the (split, fold folder) pairs still to run."""
+    cfg: Config
+    protocol: str
+    run_dir: Path
+    kd: bool
+    resume: bool
+    splits: list[Split]
+    records: dict[int, dict]
+    todo: list[tuple[Split, Path]]
+    from_scratch: bool
 
-    ``jobs`` > 1 trains that many models at once in worker processes, each with
-    ``train.threads // jobs`` threads (at least 1). The models are small, so two processes
-    on one thread each do more work than one process on two threads; a fold's numbers can
-    differ from a ``jobs=1`` run in the last digits (float sums in another order).
-    ``wall_seconds`` in the summary is the wall time of the call that ran every fold; a
-    call that resumed a run records ``null`` (the folds' own times are in ``seconds``)."""
-    if jobs < 1:
-        raise XTinyHARError(f"--jobs {jobs}: must be at least 1")
-    if max_folds is not None and max_folds < 1:
-        raise XTinyHARError(f"--max-folds {max_folds}: must be at least 1")
-    run_dir = Path(run_dir)
+
+def cv_splits(cfg: Config, cache: TokenCache, protocol: str,
+              max_folds: int | None = None) -> list[Split]:
+    """The folds ``run_cv`` runs for this config, cache and protocol."""
+    _, splits = splits_for_cache(cache, protocol, folds=cfg.eval.folds, seed=cfg.train.seed,
+                                 val_subjects=cfg.eval.val_subjects,
+                                 standard_train=standard_train_subjects(cfg.data.dataset))
+    return splits[:max_folds] if max_folds is not None else splits
+
+
+def _check_run_dir(run_dir: Path, resume: bool) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise XTinyHARError(f"{run_dir}: --run must be a directory, this is a file")
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise XTinyHARError(f"{run_dir}: run directory exists and is not empty; pass --resume to "
                             "continue it or choose another --run")
-    splits = make_splits(cache.subject, protocol, folds=cfg.eval.folds, seed=cfg.train.seed,
-                         val_subjects=cfg.eval.val_subjects,
-                         standard_train=standard_train_subjects(cfg.data.dataset))
-    if max_folds is not None:
-        splits = splits[:max_folds]
+
+
+def plan_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path,
+            resume: bool = False, kd: bool = True, max_folds: int | None = None) -> CVPlan:
+    """Everything :func:`run_cv` does before training: check the arguments, the splits and
+    the models, make the run folder and its config.yaml, and (resuming) sort the folds into
+    finished ones and ones to run (a damaged fold is cleared, each with a line saying why)."""
+    if max_folds is not None and max_folds < 1:
+        raise XTinyHARError(f"--max-folds {max_folds}: must be at least 1")
+    run_dir = Path(run_dir)
+    _check_run_dir(run_dir, resume)
+    splits = cv_splits(cfg, cache, protocol, max_folds)
     check_models(cfg, cache, kd=kd)
     run_dir.mkdir(parents=True, exist_ok=True)   # only once everything above holds
     _save_or_check_run_config(run_dir / "config.yaml", cfg, protocol=protocol, kd=kd)
 
-    started = time.perf_counter()
     records: dict[int, dict] = {}
     todo = []
     names = fold_artefacts(cfg, kd)
@@ -488,26 +549,92 @@ def run_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path
         elif fold_dir.exists():
             shutil.rmtree(fold_dir)
         todo.append((split, fold_dir))
-    jobs = min(jobs, max(len(todo), 1))
     from_scratch = len(todo) == len(splits) and not any(
         fold_dir.exists() and any(fold_dir.iterdir()) for _, fold_dir in todo)
-    if jobs == 1:
-        for split, fold_dir in todo:
-            log.info("fold %d/%d: test subjects %s", split.fold + 1, len(splits), split.test_subjects)
-            records[split.fold] = run_fold(cfg, cache, split, fold_dir, kd=kd, resume=resume)
-    else:
-        records.update(_run_parallel(cfg, cache, todo, kd=kd, resume=resume, jobs=jobs))
-    summary = summarize([records[s.fold] for s in splits], protocol=protocol, cfg=cfg)
-    previous = run_dir / "summary.json"
+    return CVPlan(cfg=cfg, protocol=protocol, run_dir=run_dir, kd=kd, resume=resume,
+                  splits=splits, records=records, todo=todo, from_scratch=from_scratch)
+
+
+def plan_tasks(plan: CVPlan, cache_key: str, *, key: Hashable = None, order: int = 0) -> list[FoldTask]:
+    """The plan's folds still to run as scheduler tasks, keyed ``(key, fold)``."""
+    return [FoldTask(key=(key, split.fold), cfg=plan.cfg, cache_key=cache_key, split=split,
+                     fold_dir=fold_dir, kd=plan.kd, resume=plan.resume, order=order)
+            for split, fold_dir in plan.todo]
+
+
+def finish_cv(plan: CVPlan, records: dict[int, dict], *, jobs: int,
+              wall_seconds: float | None) -> dict:
+    """Write and return the run's summary.json once every fold has a record. ``wall_seconds``:
+    the wall time of a call that ran every fold (None when the folds' wall time is not this
+    run's alone: a resumed run, or one sharing a pool with other runs)."""
+    records = {**plan.records, **records}
+    summary = summarize([records[s.fold] for s in plan.splits], protocol=plan.protocol, cfg=plan.cfg)
+    previous = plan.run_dir / "summary.json"
     try:   # a damaged summary of an earlier call is simply written anew
         earlier = json.loads(previous.read_text()) if previous.exists() else {}
     except (OSError, UnicodeDecodeError, ValueError):
         earlier = {}
     earlier = earlier if isinstance(earlier, dict) else {}
-    if not todo and earlier.get("folds") == len(splits):   # nothing ran: keep what was measured
+    if not plan.todo and earlier.get("folds") == len(plan.splits):   # nothing ran: keep what was measured
         summary["wall_seconds"], summary["jobs"] = earlier.get("wall_seconds"), earlier.get("jobs", 1)
     else:
-        summary["wall_seconds"] = round(time.perf_counter() - started, 1) if from_scratch else None
+        summary["wall_seconds"] = round(wall_seconds, 1) if plan.from_scratch and wall_seconds is not None else None
         summary["jobs"] = jobs
-    write_json(run_dir / "summary.json", summary)
+    write_json(plan.run_dir / "summary.json", summary)
     return summary
+
+
+def finished_run_reason(run_dir: str | Path, cfg: Config, cache: TokenCache, *, protocol: str,
+                        kd: bool, max_folds: int | None = None) -> str | None:
+    """None when ``run_dir`` is a finished run of this config, KD setting and protocol: its
+    config.yaml matches, its summary.json is readable and counts every fold, and every
+    fold's done.json and files check out and it ran on this split's subjects (what
+    ``--resume`` checks per fold); otherwise what is missing or wrong. Reads, never writes."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        return f"no {run_dir / 'config.yaml'}"
+    try:
+        _check_run_config(run_dir / "config.yaml", cfg, protocol=protocol, kd=kd)
+    except XTinyHARError as exc:
+        return str(exc)
+    splits = cv_splits(cfg, cache, protocol, max_folds)
+    summary_path = run_dir / "summary.json"
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return f"{summary_path} is missing or unreadable"
+    if not isinstance(summary, dict) or summary.get("folds") != len(splits):
+        return f"{summary_path} does not count the {len(splits)} folds"
+    names = fold_artefacts(cfg, kd)
+    for split in splits:
+        fold_dir = run_dir / "folds" / str(split.fold)
+        reason = unfinished_reason(fold_dir, names)
+        if reason is not None:
+            return reason
+        try:
+            _finished_record(fold_dir, split)
+        except XTinyHARError as exc:
+            return str(exc)
+    return None
+
+
+def run_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path,
+           resume: bool = False, kd: bool = True, max_folds: int | None = None,
+           jobs: int = 1) -> dict:
+    """Cross-validate teacher and student; returns the summary (also in summary.json).
+
+    ``jobs`` > 1 trains that many models at once in worker processes, each with
+    ``train.threads // jobs`` threads (at least 1). The models are small, so two processes
+    on one thread each do more work than one process on two threads; a fold's numbers can
+    differ from a ``jobs=1`` run in the last digits (float sums in another order).
+    ``wall_seconds`` in the summary is the wall time of the call that ran every fold; a
+    call that resumed a run records ``null`` (the folds' own times are in ``seconds``)."""
+    if jobs < 1:
+        raise XTinyHARError(f"--jobs {jobs}: must be at least 1")
+    plan = plan_cv(cfg, cache, protocol=protocol, run_dir=run_dir, resume=resume, kd=kd,
+                   max_folds=max_folds)
+    started = time.perf_counter()
+    jobs = min(jobs, max(len(plan.todo), 1))
+    done = schedule_folds(plan_tasks(plan, "cache"), {"cache": cache}, jobs=jobs)
+    records = {fold: record for (_, fold), record in done.items()}
+    return finish_cv(plan, records, jobs=jobs, wall_seconds=time.perf_counter() - started)
