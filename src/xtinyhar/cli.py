@@ -105,14 +105,20 @@ def _cache_for(cfg, args):
 
 
 def _split(cfg, cache, args):
-    from xtinyhar.data.splits import make_splits, standard_train_subjects
+    from xtinyhar.data.splits import splits_for_cache, standard_train_subjects
 
-    splits = make_splits(cache.subject, args.protocol, folds=cfg.eval.folds, seed=cfg.train.seed,
-                         val_subjects=cfg.eval.val_subjects,
-                         standard_train=standard_train_subjects(cfg.data.dataset))
+    wanted = args.protocol or ("auto" if cfg.data.dataset == "custom" else "standard")
+    protocol, splits = splits_for_cache(cache, wanted, folds=cfg.eval.folds, seed=cfg.train.seed,
+                                        val_subjects=cfg.eval.val_subjects,
+                                        standard_train=standard_train_subjects(cfg.data.dataset))
+    if protocol != wanted:
+        print(f"protocol {wanted}: {protocol}")
     if not 0 <= args.fold < len(splits):
-        raise XTinyHARError(f"--fold {args.fold}: protocol {args.protocol} has folds 0..{len(splits) - 1}")
+        raise XTinyHARError(f"--fold {args.fold}: protocol {protocol} has folds 0..{len(splits) - 1}")
     return splits[args.fold]
+
+
+KD_OFF = "KD off: the data has no skeleton, so the student trains without a teacher"
 
 
 def _report_test(model, cache, split, cfg, teacher: bool) -> None:
@@ -175,7 +181,9 @@ def cmd_train_student(args: argparse.Namespace) -> int:
     cache = _cache_for(cfg, args)
     split = _split(cfg, cache, args)
     teacher = None
-    if not args.no_kd:
+    if not args.no_kd and not args.teacher and cache.skeleton is None:
+        print(KD_OFF)
+    elif not args.no_kd:
         if not args.teacher:
             raise XTinyHARError("train-student needs --teacher CHECKPOINT (or --no-kd)")
         teacher, payload = load_model(args.teacher, "teacher")
@@ -196,14 +204,19 @@ def cmd_train_student(args: argparse.Namespace) -> int:
 
 def cmd_cv(args: argparse.Namespace) -> int:
     """Cross-validate teacher + student; write runs/<name>/ and print mean +- std."""
+    from xtinyhar.data.splits import resolve_protocol
     from xtinyhar.evaluate.cv import run_cv, summary_table
 
     if not Path(args.run).is_file():   # a file there: run_cv names the problem
         _writable_folder(Path(args.run), f"--run {args.run}")
     cfg = _load_cfg(args)
     cache = _cache_for(cfg, args)
-    summary = run_cv(cfg, cache, protocol=args.protocol or cfg.eval.protocol, run_dir=args.run,
-                     resume=args.resume, kd=not args.no_kd, max_folds=args.max_folds,
+    kd = not args.no_kd
+    if kd and cache.skeleton is None:
+        print(KD_OFF)
+        kd = False
+    summary = run_cv(cfg, cache, protocol=resolve_protocol(args.protocol or cfg.eval.protocol, cache.meta),
+                     run_dir=args.run, resume=args.resume, kd=kd, max_folds=args.max_folds,
                      jobs=args.jobs)
     wall = summary["wall_seconds"]
     wall = f"{wall:.0f} s wall" if wall is not None else "resumed"
@@ -211,6 +224,36 @@ def cmd_cv(args: argparse.Namespace) -> int:
           f"of fold time, {summary['jobs']} job(s)), test subjects only; mean +- std over folds")
     print(summary_table(summary))
     print(f"wrote {args.run}/summary.json")
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    """Run an ablation study: every variant x seed as a cv run, then the paired table."""
+    from xtinyhar.evaluate.ablate import (TABLE, format_table, load_study, run_study,
+                                          study_caches, study_configs)
+
+    study = load_study(args.study)   # checked before anything else is read
+    if not Path(args.run).is_file():   # a file there: run_study names the problem
+        _writable_folder(Path(args.run), f"--run {args.run}")
+    overrides = parse_overrides(args.set)
+    if args.dataset:
+        overrides["data.dataset"] = args.dataset
+    if args.root:
+        if args.tokens:
+            raise XTinyHARError(f"--root {args.root} and --tokens {args.tokens}: the token cache "
+                                "already holds the data; give one of them")
+        overrides["data.root"] = str(Path(args.root).resolve())
+    base = load_config(args.config, overrides)
+    seeds = args.seeds or study.seeds or [base.train.seed]
+    protocol = args.protocol or study.protocol or base.eval.protocol
+    cfgs = study_configs(study, args.config, seeds, overrides)
+    caches = study_caches(cfgs, args.tokens)
+    table = run_study(study, cfgs, caches, run_dir=args.run, protocol=protocol, seeds=seeds,
+                      config=args.config, jobs=args.jobs, resume=args.resume)
+    print(f"{study.path}: {len(study.variants)} variant(s) x {len(seeds)} seed(s), {protocol}, "
+          f"test subjects only")
+    print(format_table(table))
+    print(f"wrote {Path(args.run) / TABLE}")
     return 0
 
 
@@ -483,7 +526,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from xtinyhar.report import write_report
 
     written = write_report(args.run or [], args.out, labels=args.label, level=args.level,
-                           edge=args.edge, accuracy=args.accuracy, validation=args.validation)
+                           edge=args.edge, accuracy=args.accuracy, validation=args.validation,
+                           ablation=args.ablation)
     for path in written:
         print(path)
     return 0
@@ -500,8 +544,9 @@ def _add_common(parser: argparse.ArgumentParser, tokens: bool = True) -> None:
 
 
 def _add_split(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="standard",
-                        help="split protocol (default: standard)")
+    parser.add_argument("--protocol", choices=PROTOCOLS,
+                        help="split protocol (default: standard; own data: auto, i.e. its "
+                             "predefined split if it has one, else k-fold)")
     parser.add_argument("--fold", type=int, default=0, help="which fold of the protocol (default 0)")
 
 
@@ -550,6 +595,21 @@ def build_parser() -> argparse.ArgumentParser:
                          "tasks), each on train.threads // jobs threads (default 1; 2 on a 2-core "
                          "machine is faster: small models use threads poorly)")
     cv.set_defaults(func=cmd_cv)
+
+    abl = sub.add_parser("ablate", help="an ablation study: variants of a config under the same folds "
+                                        "and seeds, with paired differences to the reference")
+    _add_common(abl)
+    abl.add_argument("--study", required=True, help="study file, e.g. configs/ablations/utd_mhad.yaml")
+    abl.add_argument("--run", required=True,
+                     help="study folder: one cv run folder per variant and seed, and ablation.json")
+    abl.add_argument("--protocol", choices=PROTOCOLS,
+                     help="default: the study's protocol, else eval.protocol of the config")
+    abl.add_argument("--seeds", type=int, nargs="+", help="default: the study's seeds, else train.seed")
+    abl.add_argument("--jobs", type=int, default=1,
+                     help="models trained at once, over all runs of the study (as cv --jobs)")
+    abl.add_argument("--resume", action="store_true",
+                     help="skip finished runs, continue the others (finished folds kept)")
+    abl.set_defaults(func=cmd_ablate)
 
     prof = sub.add_parser("profile", help="parameters, size and FLOPs of the models")
     prof.add_argument("--config", help="build untrained models from this config")
@@ -614,6 +674,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--accuracy", help="a bench_accuracy.json (benchmarks/bench_accuracy.py) to write as accuracy.tex")
     rep.add_argument("--validation", action="append",
                      help="a benchmarks/bench_validation.py run folder (repeatable): one row each of validation.tex")
+    rep.add_argument("--ablation", help="an `xtinyhar ablate` study folder (or its ablation.json): "
+                                        "ablation.tex and ablation.png")
     rep.add_argument("--label", action="append", help="a name for each --run in tables (default: folder name)")
     rep.add_argument("--out", required=True, help="output folder, e.g. reports/")
     rep.add_argument("--level", choices=("trial", "window"), default="trial",

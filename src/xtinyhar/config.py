@@ -29,8 +29,8 @@ from xtinyhar.errors import ConfigError, require_file
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("utd-mhad", "mm-fit", "synthetic")
-PROTOCOLS = ("kfold", "loso", "standard", "validation")  # see xtinyhar.data.splits
+DATASETS = ("utd-mhad", "mm-fit", "synthetic", "custom")
+PROTOCOLS = ("kfold", "loso", "standard", "validation", "predefined", "auto")  # see xtinyhar.data.splits
 
 
 def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
@@ -57,6 +57,22 @@ class MMFitConfig:
 
 
 @dataclass
+class CustomConfig:
+    """Your own recordings (``data.dataset: custom``; ``data.root`` is the folder of CSV
+    files, the ``.npz`` file or the ``NAME_TRAIN.ts`` file; see docs/own-data.md).
+
+    ``layout`` says what the channels are: ``acc_gyro`` (6 channels: acc x,y,z then gyro
+    x,y,z, as the built-in datasets; everything works), ``acc`` (acc x,y,z first, then any
+    others: dynamic patching works, rotation/scale augmentation is off) or ``other`` (no
+    physical meaning assumed: dynamic patching must be off, no unit conversion)."""
+    manifest: str = "manifest.csv"      # CSV folders: one row per recording, relative to data.root
+    channels: list[str] = field(default_factory=list)   # CSV columns to read; empty: all but time
+    layout: str = field(default="acc_gyro", metadata=_range(choices=("acc_gyro", "acc", "other")))
+    acc_unit: str = field(default="g", metadata=_range(choices=("g", "m/s2")))
+    gyro_unit: str = field(default="deg/s", metadata=_range(choices=("deg/s", "rad/s")))
+
+
+@dataclass
 class DataConfig:
     dataset: str = field(default="utd-mhad", metadata=_range(choices=DATASETS))
     root: str = "../shared/data/utd_mhad"
@@ -70,6 +86,7 @@ class DataConfig:
     segmentation: str = field(default="sliding", metadata=_range(choices=("sliding", "trial")))
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     mm_fit: MMFitConfig = field(default_factory=MMFitConfig)
+    custom: CustomConfig = field(default_factory=CustomConfig)
 
 
 @dataclass
@@ -223,6 +240,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if value is None:
             return None
         return _coerce(value, options[0], where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping of keys, got {value!r}")
@@ -307,11 +329,13 @@ def _validate(cfg: Config) -> None:
     if t.D % 16:
         raise ConfigError(f"model.teacher.D ({t.D}) must be a multiple of 16 (grouped temporal convolutions)")
     frames = d.window * cfg.preproc.skeleton_hz / cfg.preproc.resample_hz
+    if d.dataset == "custom":   # no skeleton: the skeleton frame checks do not apply
+        frames = t.skeleton_tokens
     if frames % t.skeleton_tokens:
         raise ConfigError(f"model.teacher.skeleton_tokens ({t.skeleton_tokens}) must divide the "
                           f"{frames:g} skeleton frames of a window")
     ratio = cfg.preproc.skeleton_hz / cfg.preproc.resample_hz
-    if abs(d.window * ratio - round(d.window * ratio)) > 1e-6:
+    if d.dataset != "custom" and abs(d.window * ratio - round(d.window * ratio)) > 1e-6:
         raise ConfigError(f"data.window ({d.window}) times preproc.skeleton_hz/resample_hz "
                           f"({ratio:g}) must be a whole number of skeleton frames")
     if cfg.distill.attention_weight > 0 and s.arch != "transformer":
@@ -326,9 +350,25 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"preproc.lowpass_hz ({cfg.preproc.lowpass_hz:g}) must be below the Nyquist "
                           f"frequency {nyquist:g} Hz ({rate}/2): at or above it the filter removes "
                           "nothing; lower it, or set it to null for no filter")
-    if d.imu_channels != 6:
+    if d.dataset != "custom" and d.imu_channels != 6:
         raise ConfigError(f"data.imu_channels: {d.imu_channels} is not supported; loaders give 6 "
                           "channels (acc x,y,z in g, gyro x,y,z in deg/s)")
+    if d.dataset == "custom":
+        c = d.custom
+        if c.channels and len(c.channels) != d.imu_channels:
+            raise ConfigError(f"data.custom.channels names {len(c.channels)} channel(s) but "
+                              f"data.imu_channels is {d.imu_channels}; make them agree")
+        if c.layout == "acc_gyro" and d.imu_channels != 6:
+            raise ConfigError(f"data.custom.layout acc_gyro needs data.imu_channels 6 (acc x,y,z, "
+                              f"gyro x,y,z), got {d.imu_channels}; use layout acc (acc x,y,z first) "
+                              "or other")
+        if c.layout == "acc" and d.imu_channels < 3:
+            raise ConfigError(f"data.custom.layout acc needs at least 3 channels (acc x,y,z first), "
+                              f"got data.imu_channels {d.imu_channels}; use layout other")
+        if c.layout == "other" and p.enabled:
+            raise ConfigError("data.custom.layout other: dynamic patching measures motion energy "
+                              "on an accelerometer in g, which this layout does not have; set "
+                              "preproc.dynamic_patch.enabled: false (fixed patching)")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -433,6 +473,8 @@ def cache_hash(cfg: Config) -> str:
     data.pop("root")
     if data["segmentation"] == "sliding":
         data.pop("segmentation")   # caches built before the key existed stay valid
+    if data["dataset"] != "custom":
+        data.pop("custom")         # so do caches of the built-in datasets
     preproc = dataclasses.asdict(cfg.preproc)
     preproc.pop("augment")  # applied at training time, not stored in the cache
     payload = {"format": 1, "data": data, "preproc": preproc,

@@ -30,4 +30,7 @@ def load_dataset(cfg: Config, *, skip_bad: bool = False, with_skeleton: bool = T
             for trial in trials:
                 trial.skeleton, trial.skeleton_hz = None, None
         return LoadReport(trials, classes)
+    if name == "custom":
+        from xtinyhar.data.custom import load_custom_report
+        return load_custom_report(cfg.data, skip_bad=skip_bad)
     raise AssertionError(name)  # the config validates the name

@@ -28,6 +28,9 @@ class Trial:
         both sides.
     trial_id: a name unique within the dataset, e.g. ``a1_s1_t1``.
     placement: where the IMU was worn (``right_wrist``, ``right_thigh``, ...).
+    split: the recording's side of a split that came with the data (``train``/``test``), or None.
+    subject_known: whether ``subject`` is a real person; without one every recording is its own
+        group, so windows of one recording still never straddle a split.
     """
 
     imu: np.ndarray
@@ -39,6 +42,9 @@ class Trial:
     trial_id: str
     dataset: str
     placement: str = "unknown"
+    split: str | None = None      # "train" / "test" when the data comes with its own split
+    subject_known: bool = True    # False: ``subject`` only numbers the recording (own data
+                                  # without subjects), so splits cannot be subject-independent
 
 
 @dataclass

@@ -108,8 +108,12 @@ def build_token_cache(cfg: Config, trials: list[Trial], class_names: list[str]) 
         "imu_hz": pre.resample_hz, "skeleton_hz": pre.skeleton_hz if with_skeleton else None,
         "window": cfg.data.window, "stride": cfg.data.stride, "segmentation": cfg.data.segmentation,
         "class_names": list(class_names),
-        "channels": ["acc_x_g", "acc_y_g", "acc_z_g", "gyro_x_dps", "gyro_y_dps", "gyro_z_dps"],
+        "channels": channel_names(cfg),
     }
+    if any(t.split is not None for t in trials):   # a train/test split that came with the data
+        meta["trial_split"] = [t.split or "" for t in trials]
+    if not all(t.subject_known for t in trials):    # subject only numbers the recording
+        meta["subjects_known"] = False
     return TokenCache(
         imu=windows.imu, skeleton=windows.skeleton, label=windows.label,
         subject=windows.subject, trial_index=windows.trial_index, start=windows.start,
@@ -120,6 +124,17 @@ def build_token_cache(cfg: Config, trials: list[Trial], class_names: list[str]) 
         trial_subject=np.array([t.subject for t in trials], dtype=np.int64),
         trial_placement=np.array([t.placement for t in trials]),
         meta=meta)
+
+
+DEFAULT_CHANNELS = ["acc_x_g", "acc_y_g", "acc_z_g", "gyro_x_dps", "gyro_y_dps", "gyro_z_dps"]
+
+
+def channel_names(cfg: Config) -> list[str]:
+    """Names of the IMU channels: the built-in datasets' six, or a custom dataset's own."""
+    d = cfg.data
+    if d.dataset != "custom" or (d.custom.layout == "acc_gyro" and not d.custom.channels):
+        return list(DEFAULT_CHANNELS)
+    return list(d.custom.channels) or [f"ch{i}" for i in range(d.imu_channels)]
 
 
 def window_valid_counts(lengths: list[int], window: int, stride: int) -> np.ndarray:

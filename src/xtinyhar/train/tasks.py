@@ -9,6 +9,7 @@ with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,8 @@ def fit_fingerprint(cfg: Config, cache: TokenCache, train_idx: np.ndarray,
 
     settings = cfg.to_dict()
     settings.get("train", {}).pop("threads", None)
+    if settings.get("data", {}).get("dataset") != "custom":
+        settings["data"].pop("custom", None)   # fits started before the key existed resume
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     digest.update(str(cache.meta.get("config_hash")).encode())
     digest.update(np.asarray(train_idx, dtype=np.int64).tobytes())
@@ -111,6 +114,9 @@ def make_augment(cfg: Config, channel_std: np.ndarray):
     facing slightly away) and cropped and time-warped exactly as the IMU (one time map for
     both streams, so they stay aligned)."""
     aug = cfg.preproc.augment
+    if cfg.data.dataset == "custom" and cfg.data.custom.layout != "acc_gyro":
+        # rotation and per-sensor scaling act on acc and gyro triples this layout lacks
+        aug = dataclasses.replace(aug, rotation_deg=0.0, scale=0.0)
 
     def apply(batch: Arrays, rng: np.random.Generator) -> Arrays:
         out = dict(batch)
