@@ -460,6 +460,93 @@ def cmd_stream(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_predict_input(path: Path, channels: int) -> "np.ndarray":
+    """One recording for ``predict``: a CSV (a header row of channel names with a time column
+    dropped, or bare numbers) or a UTD-MHAD ``*_inertial.mat``; float32 (T, C)."""
+    import numpy as np
+
+    from xtinyhar.export.runtime import read_imu_csv
+
+    if path.suffix.lower() == ".mat":
+        from xtinyhar.data.utd_mhad import read_inertial
+        return read_inertial(path)
+    with open(path, encoding="utf-8-sig", errors="replace") as handle:
+        first = handle.readline()
+    cells = [c.strip() for c in first.split(",")]
+    if cells and not any(_is_number(c) for c in cells):   # a header row: name the time column out
+        from xtinyhar.config import DataConfig
+        from xtinyhar.data.custom import read_recording_csv
+
+        return np.asarray(read_recording_csv(path, DataConfig(imu_channels=channels)), np.float32)
+    return read_imu_csv(path)
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+        return True
+    except ValueError:
+        return False
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Classify recordings with an exported model: per recording (and per window for a
+    sliding-window model) a label and class probabilities; --out writes them as CSV."""
+    import numpy as np
+
+    from xtinyhar.export.runtime import HarModel
+    from xtinyhar.io import write_csv
+    from xtinyhar.preprocess.windows import window_starts
+
+    out = _output_file(args.out, "--out", ".csv") if args.out else None
+    if args.hz is not None and not (math.isfinite(args.hz) and args.hz > 0):
+        raise XTinyHARError(f"--hz {args.hz}: must be a positive number")
+    source = Path(args.input)
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.suffix.lower() in (".csv", ".mat")
+                       and p.name.lower() != "manifest.csv")
+        if not files:
+            raise XTinyHARError(f"{source}: no .csv or .mat recordings in the folder")
+    elif source.is_file():
+        files = [source]
+    else:
+        raise XTinyHARError(f"{source}: --input not found")
+    model = HarModel(args.model)
+    print(model.precision_note())
+    names = model.class_names
+    rows = []
+
+    def record(file: Path, window, start, label: str, probs) -> None:
+        rows.append({"file": str(file), "window": window, "start_s": start, "label": label,
+                     **{f"p_{name}": round(float(p), 6) for name, p in zip(names, probs)}})
+
+    for file in files:
+        imu = read_predict_input(file, model.channels)
+        if imu.ndim != 2 or imu.shape[1] != model.channels:
+            raise XTinyHARError(f"{file}: {imu.shape[1] if imu.ndim == 2 else '?'} channel(s), the "
+                                f"model expects {model.channels}")
+        if args.hz is not None and not math.isclose(args.hz, model.imu_hz):
+            from xtinyhar.preprocess.resample import resample_rate
+            imu = resample_rate(imu.astype(np.float32), args.hz, model.imu_hz)
+        windows = model.trial_windows(imu, str(file))
+        probs = model.predict_proba(windows, str(file))
+        trial = probs.mean(axis=0)
+        top = np.argsort(trial)[::-1][:3]
+        ranked = ", ".join(f"{names[k]} {trial[k]:.2f}" for k in top)
+        print(f"{file.name}: {names[int(trial.argmax())]} ({ranked})")
+        if model.segmentation == "sliding":
+            starts = window_starts(len(imu), model.window, model.stride)
+            for k, (start, p) in enumerate(zip(starts, probs)):
+                label = names[int(p.argmax())]
+                print(f"  window {k} t={start / model.imu_hz:7.2f} s  {label} {p.max():.2f}")
+                record(file, k, round(float(start / model.imu_hz), 4), label, p)
+        record(file, "all", "", names[int(trial.argmax())], trial)
+    if out is not None:
+        write_csv(out, rows)
+        print(f"wrote {out} ({len(files)} recording(s), {len(rows)} row(s))")
+    return 0
+
+
 def _student_data(args, payload: dict, model_path: str):
     """The data a trained student's held-out windows come from: its own training config
     (``--config`` only to point at the data), with --root / --tokens applied and checked."""
@@ -652,6 +739,15 @@ def build_parser() -> argparse.ArgumentParser:
                              "(the rule training uses for short trials)")
     stream.add_argument("--chunk", type=int, default=5, help="samples per arriving packet (default 5)")
     stream.set_defaults(func=cmd_stream)
+    pred = sub.add_parser("predict", help="classify recordings with an exported .onnx/.tflite model")
+    pred.add_argument("--model", required=True, help="exported model, e.g. exports/xtinyhar_student.onnx")
+    pred.add_argument("--input", required=True,
+                      help="a recording (CSV with a header of channel names, or *_inertial.mat) "
+                           "or a folder of them (manifest.csv is skipped)")
+    pred.add_argument("--out", help="write one row per window and per recording (window 'all') to this CSV")
+    pred.add_argument("--hz", type=float,
+                      help="sampling rate of the input, resampled to the model's (default: the model's)")
+    pred.set_defaults(func=cmd_predict)
     expl = sub.add_parser("explain", help="IG, attention rollout, teacher-student similarity, deletion curves")
     expl.add_argument("--model", required=True, help="student checkpoint")
     expl.add_argument("--teacher", help="teacher of the same fold (for attention similarity)")
