@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
 from xtinyhar.errors import DataError, XTinyHARError
 from xtinyhar.io import write_text
-from xtinyhar.report.figures import confusion_figure, folds_figure, history_figure
+from xtinyhar.report.figures import ablation_figure, confusion_figure, folds_figure, history_figure
 from xtinyhar.report.runs import LEVELS, Run, is_number, load_run, read_json, shown
-from xtinyhar.report.tables import (EDGE_COLUMNS, edge_table, per_class_table, summary_table,
+from xtinyhar.report.tables import (EDGE_COLUMNS, ablation_table, edge_table, per_class_table, summary_table,
                                     targets_table, validation_table)
 
 __all__ = ["Run", "load_run", "write_report"]
@@ -71,17 +72,53 @@ def load_validation(path: str | Path) -> tuple[str, dict]:
     return (file.parent.name, content)
 
 
+def _finite(value) -> bool:
+    return is_number(value) and math.isfinite(value)
+
+
+def load_ablation(path: str | Path) -> tuple[Path, dict]:
+    """An ``xtinyhar ablate`` study folder (or its ``ablation.json``) -> (the file, its
+    content); a one-line DataError if it is not one."""
+    path = Path(path)
+    file = path / "ablation.json" if path.is_dir() else path
+    content = read_json(file, "`xtinyhar ablate --run DIR` writes DIR/ablation.json")
+    rows = content.get("variants") if isinstance(content, dict) else None
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and "name" in r for r in rows):
+        raise DataError(f"{file}: not an ablation.json (expected variants with a name)")
+    for row in rows:
+        name = shown(row["name"])
+        for metric in ("accuracy", "f1_macro"):
+            entry = row.get(metric)
+            if not isinstance(entry, dict) or not all(_finite(entry.get(k)) for k in ("mean", "std")):
+                raise DataError(f"{file}: variant {name}: '{metric}' is not an entry of mean and std")
+            diff = row.get("difference", {}) if isinstance(row.get("difference", {}), dict) else None
+            if diff is None:
+                raise DataError(f"{file}: variant {name}: 'difference' is not a mapping")
+            entry = diff.get(metric)
+            if entry is not None and not (isinstance(entry, dict) and all(
+                    _finite(entry.get(k)) for k in ("mean", "low", "high"))):
+                raise DataError(f"{file}: variant {name}: 'difference.{metric}' is not an entry of "
+                                "mean, low and high")
+        for key in ("params", "mflops"):
+            if row.get(key) is not None and not _finite(row[key]):
+                raise DataError(f"{file}: variant {name}: '{key}' is not a number ({shown(row[key])})")
+        row.setdefault("difference", {})
+    return file, content
+
+
 def write_report(run_paths: list[str | Path], out: str | Path, *, labels: list[str] | None = None,
                  level: str = "trial", edge: str | Path | None = None,
                  accuracy: str | Path | None = None,
-                 validation: list[str | Path] | None = None) -> list[Path]:
+                 validation: list[str | Path] | None = None,
+                 ablation: str | Path | None = None) -> list[Path]:
     """Write ``summary.tex`` and ``folds.png`` over all runs, and per run its per-class table,
     confusion matrix (student; teacher too where the run has one) and fold-0 training
     curves, into ``out``; with ``edge`` (a ``bench_edge.json``) also ``edge.tex``, with
     ``accuracy`` (a ``bench_accuracy.json``) ``accuracy.tex``, with ``validation``
-    (``bench_validation.py`` runs) ``validation.tex``. Returns the files written."""
-    if not run_paths and edge is None and accuracy is None and not validation:
-        raise XTinyHARError("report needs at least one --run, --edge, --accuracy or --validation")
+    (``bench_validation.py`` runs) ``validation.tex``, with ``ablation`` (an ``xtinyhar
+    ablate`` study folder) ``ablation.tex`` and ``ablation.png``. Returns the files written."""
+    if not run_paths and edge is None and accuracy is None and not validation and ablation is None:
+        raise XTinyHARError("report needs at least one --run, --edge, --accuracy, --validation or --ablation")
     if level not in LEVELS:
         raise XTinyHARError(f"--level {level}: choose one of {', '.join(LEVELS)}")
     if labels and len(labels) != len(run_paths):
@@ -97,6 +134,7 @@ def write_report(run_paths: list[str | Path], out: str | Path, *, labels: list[s
     edge_rows = load_edge(edge) if edge is not None else None
     target_rows = load_targets(accuracy) if accuracy is not None else None
     variants = [load_validation(path) for path in validation or []]
+    study = load_ablation(ablation) if ablation is not None else None
     out.mkdir(parents=True, exist_ok=True)
 
     def text(path: Path, content: str) -> Path:
@@ -104,6 +142,9 @@ def write_report(run_paths: list[str | Path], out: str | Path, *, labels: list[s
         return path
 
     written = []
+    if study is not None:
+        written += [text(out / "ablation.tex", ablation_table(study[1], str(study[0]))),
+                    ablation_figure(study[1], out / "ablation.png")]
     if variants:
         written.append(text(out / "validation.tex", validation_table(variants)))
     if target_rows is not None:

@@ -97,3 +97,31 @@ def folds_figure(runs: list[Run], path: Path, level: str = "trial") -> Path:
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("each fold (dots) and the mean over folds (bar)", fontsize=9)
     return save_png(fig, path, DPI)
+
+
+def ablation_figure(table: dict, path: Path) -> Path:
+    """An ``xtinyhar ablate`` study: each variant's mean paired difference to the reference
+    (a dot) with its bootstrap interval (a bar), one row per variant, accuracy and macro-F1."""
+    plt = _pyplot()
+    rows = table["variants"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, max(2.4, 0.45 * len(rows) + 1.4)), sharey=True)
+    y = np.arange(len(rows))[::-1]
+    for ax, metric, name in zip(axes, ("accuracy", "f1_macro"), ("accuracy", "macro-F1")):
+        for yi, row in zip(y, rows):
+            entry = row["difference"].get(metric)
+            if not entry:   # the reference: zero by definition
+                ax.scatter([0.0], [yi], marker="D", color="tab:gray", zorder=3)
+                continue
+            ax.hlines(yi, entry["low"], entry["high"], color="tab:blue", linewidth=2)
+            ax.scatter([entry["mean"]], [yi], color="tab:blue", zorder=3)
+        ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.set_xlabel(f"test {table.get('level', 'trial')} {name}: variant - {table.get('base')}")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(y, [row["name"] + (" (reference)" if row.get("reference") else "") for row in rows],
+                       fontsize=8)
+    stats = table.get("statistics", {})
+    fig.suptitle(f"paired difference per (fold, seed), mean and 95% bootstrap interval "
+                 f"({table.get('folds')} folds x {len(table.get('seeds', []))} seeds, "
+                 f"{stats.get('resamples')} resamples, RNG seed {stats.get('rng_seed')})", fontsize=9)
+    fig.tight_layout()
+    return save_png(fig, path, DPI)

@@ -148,3 +148,36 @@ def targets_table(rows: list[list[str]], source: str) -> str:
     body = [[_with_math(cell) for cell in row] for row in rows]
     return _tabular("lrr", ["What", "Measured", "Target"], body,
                     f"xtinyhar report: {source} (benchmarks/bench_accuracy.py; trial level)")
+
+
+def _difference(entry: dict | None) -> str:
+    """A paired difference and its interval as ``+0.012 [$-$0.004, +0.030]``."""
+    if not entry:
+        return "reference"
+
+    def signed(value: float) -> str:
+        return f"{value:+.3f}".replace("-", "$-$")
+    return f"{signed(entry['mean'])} [{signed(entry['low'])}, {signed(entry['high'])}]"
+
+
+def ablation_table(table: dict, source: str) -> str:
+    """One row per variant of an ``xtinyhar ablate`` study (its ``ablation.json``): KD, its
+    changes to the config, student trial accuracy and macro-F1 (mean +- std over the (fold,
+    seed) pairs), each one's paired difference to the reference with its bootstrap interval,
+    parameters and MFLOPs."""
+    body = []
+    for row in table["variants"]:
+        changes = ", ".join(row.get("overrides") or []) or "config as is"
+        body.append([escape(row["name"]), escape(changes), "yes" if row.get("kd", True) else "no",
+                     mean_std(row["accuracy"]), _difference(row["difference"].get("accuracy")),
+                     mean_std(row["f1_macro"]), _difference(row["difference"].get("f1_macro")),
+                     "--" if row.get("params") is None else f"{row['params']:,}",
+                     "--" if row.get("mflops") is None else f"{row['mflops']:.2f}"])
+    stats = table.get("statistics", {})
+    return _tabular("lllccccrr", ["Variant", "Changes", "KD", "Accuracy", r"$\Delta$ accuracy [95\% CI]",
+                                  "Macro-F1", r"$\Delta$ macro-F1 [95\% CI]", "Params", "MFLOPs"], body,
+                    f"xtinyhar report: {source} (xtinyhar ablate; student, test {table.get('level', 'trial')} "
+                    f"level, {table.get('protocol')}, {table.get('folds')} fold(s) x seeds "
+                    f"{table.get('seeds')}; mean +- sample std over the (fold, seed) pairs; Delta = "
+                    f"variant - {table.get('base')} per pair, {stats.get('interval', 'bootstrap interval')}, "
+                    f"{stats.get('resamples')} resamples, RNG seed {stats.get('rng_seed')})")
