@@ -250,7 +250,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     caches = study_caches(cfgs, args.tokens)
     table = run_study(study, cfgs, caches, run_dir=args.run, protocol=protocol, seeds=seeds,
                       config=args.config, jobs=args.jobs, resume=args.resume)
-    print(f"{study.path}: {len(study.variants)} variant(s) x {len(seeds)} seed(s), {protocol}, "
+    print(f"{study.path}: {len(study.variants)} variant(s) x {len(seeds)} seed(s), {table['protocol']}, "
           f"test subjects only")
     print(format_table(table))
     print(f"wrote {Path(args.run) / TABLE}")

@@ -259,3 +259,14 @@ def test_report_refuses_a_file_that_is_not_an_ablation_table(tmp_path):
     with pytest.raises(Exception, match=r"ablation.json: variant 'full': 'accuracy' is not an entry"):
         write_report([], tmp_path / "out", ablation=bad)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_kd_variant_on_data_without_skeleton_is_refused(study, tmp_path):
+    import dataclasses
+
+    s, cfgs, caches = _inputs(study)
+    bare = {key: dataclasses.replace(cache, skeleton=None) for key, cache in caches.items()}
+    with pytest.raises(ConfigError, match=r"variant 'full' distils from a teacher.*give it kd: false"):
+        run_study(s, cfgs, bare, run_dir=tmp_path / "r", protocol="kfold", seeds=s.seeds,
+                  config=study["config"])
+    assert not (tmp_path / "r").exists()

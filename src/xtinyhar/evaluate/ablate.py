@@ -37,6 +37,7 @@ import numpy as np
 import yaml
 
 from xtinyhar.config import PROTOCOLS, Config, _read_yaml, cache_hash, load_config
+from xtinyhar.data.splits import resolve_protocol
 from xtinyhar.errors import ConfigError, XTinyHARError
 from xtinyhar.evaluate.cv import (_check_run_config, _check_run_dir, _finished_record, check_models, cv_splits,
                                   finish_cv, finished_run_reason, plan_cv, plan_tasks,
@@ -350,9 +351,14 @@ def run_study(study: Study, cfgs: dict[tuple[str, int], Config], caches: dict[st
         raise XTinyHARError(f"--jobs {jobs}: must be at least 1")
     run_dir = Path(run_dir)
     _check_run_dir(run_dir, resume)
+    reference = cfgs[study.base, seeds[0]]
+    protocol = resolve_protocol(protocol, caches[cache_hash(reference)].meta)   # auto -> its protocol
     _check_paired(study, cfgs, caches, protocol, seeds)
     for variant in study.variants:
         cfg = cfgs[variant.name, seeds[0]]
+        if variant.kd and caches[cache_hash(cfg)].skeleton is None:
+            raise ConfigError(f"{study.path}: variant {variant.name!r} distils from a teacher, which "
+                              "needs skeleton windows, and the data has none; give it kd: false")
         check_models(cfg, caches[cache_hash(cfg)], kd=variant.kd)
 
     folders = {(v.name, s): run_dir / v.name / f"seed_{s}" for v in study.variants for s in seeds}
