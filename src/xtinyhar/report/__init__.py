@@ -118,7 +118,7 @@ def write_report(run_paths: list[str | Path], out: str | Path, *, labels: list[s
     (``bench_validation.py`` runs) ``validation.tex``, with ``ablation`` (an ``xtinyhar
     ablate`` study folder) ``ablation.tex`` and ``ablation.png``. Returns the files written."""
     if not run_paths and edge is None and accuracy is None and not validation and ablation is None:
-        raise XTinyHARError("report needs at least one --run, --edge, --accuracy, --validation or --ablation")
+        raise XTinyHARError("report needs at least one --run, --edge, --accuracy or --validation (or --ablation)")
     if level not in LEVELS:
         raise XTinyHARError(f"--level {level}: choose one of {', '.join(LEVELS)}")
     if labels and len(labels) != len(run_paths):
