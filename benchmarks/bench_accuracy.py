@@ -1,4 +1,4 @@
-"""Benchmark: accuracy targets of the training issue on real UTD-MHAD, as one table.
+"""Benchmark: the accuracy targets (student, teacher, KD, CV wall time) on UTD-MHAD, one table.
 
     .venv/bin/python benchmarks/bench_accuracy.py [--config configs/utd_mhad.yaml]
         [--seeds 42 43 44] [--runs runs/bench] [--skip-kfold] [--jobs 2]

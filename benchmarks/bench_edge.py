@@ -6,7 +6,7 @@ measures every model side by side in one process.
 
 Models: the student of ``<runs>/standard_seed42`` (distilled) and the baselines of
 ``<runs>/baseline_<arch>`` (made by ``xtinyhar cv --protocol standard`` with
-``model.student.arch`` set; see the README), plus MiniRocket from
+``model.student.arch`` set; see docs/benchmarks.md), plus MiniRocket from
 ``<runs>/baseline_minirocket`` and, on whole trials resampled to 128 samples,
 ``<runs>/baseline_minirocket_trial_seed42`` (both refitted on the same training subjects for
 timing; the whole-trial one is timed per trial).
@@ -229,7 +229,8 @@ def main() -> int:
 
 
 def targets_table(student: dict, rows: list[dict]) -> str:
-    """Issue 4's targets, each with the number measured in this run and whether it is met."""
+    """The edge targets (student latency, speed-up, int8 size and accuracy, the student against
+    each baseline), each with the number measured in this run and whether it is met."""
     ort, eager = student["ort_ms"]["median_ms"], student["torch_ms"]["median_ms"]
     lines = [("student ONNX fp32 median latency (ms), raw window in", f"{ort:.3f}", "<= 0.08", ort <= 0.08),
              ("ONNX Runtime speed-up over PyTorch eager (student)", f"{eager / ort:.2f}x", ">= 4x",
