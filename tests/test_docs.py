@@ -167,3 +167,38 @@ def test_pages_do_not_point_outside_the_repository_for_the_design():
     """The design lives in docs/design.md; no page sends readers to a file outside the repo."""
     for page in PAGES:
         assert "shared/DESIGN.md" not in text(page), page.name
+
+
+def command_lines(markdown: str) -> list[str]:
+    """Each `xtinyhar ...` command line of the fenced code blocks, continuation lines joined;
+    lines with placeholders (`...`, `[optional]`, `$var`) are left out."""
+    lines = []
+    for block in FENCE.finditer(markdown):
+        joined = re.sub(r"\\\n\s*", " ", block.group(0))
+        for line in joined.splitlines():
+            line = line.strip()
+            if not re.match(r"^(\.venv/bin/)?xtinyhar\s", line):
+                continue
+            if "..." in line or "[" in line or "$" in line or "<" in line:
+                continue
+            lines.append(line)
+    return lines
+
+
+def test_documented_command_lines_parse():
+    """Every complete command line shown in the docs is accepted by the CLI's parser (flags
+    and choices; nothing is run)."""
+    import shlex
+
+    parser = build_parser()
+    checked, bad = 0, []
+    for page in PAGES:
+        for line in command_lines(text(page)):
+            argv = shlex.split(line, comments=True)[1:]
+            try:
+                parser.parse_args(argv)
+            except SystemExit:
+                bad.append(f"{page.relative_to(ROOT)}: {line}")
+            checked += 1
+    assert checked >= 20, f"only {checked} command lines found"
+    assert bad == []
