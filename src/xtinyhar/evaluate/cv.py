@@ -1,5 +1,5 @@
 """Subject-independent cross-validation: per fold, train the teacher, distil the student,
-evaluate both on the held-out subjects, and write the run directory of DESIGN.md:
+evaluate both on the held-out subjects, and write the run directory of docs/design.md:
 
     runs/<name>/config.yaml
     runs/<name>/folds/<k>/{metrics.json, history.csv, predictions.npz, teacher.pt, student.pt}

@@ -8,7 +8,7 @@ kernels by default), and classified by a ridge classifier whose regularisation i
 efficient leave-one-out CV on the training windows only. Trial scores are the mean of the
 windows' softmax-normalised ridge scores, as for the neural models.
 
-``trial_series`` gives the other input DESIGN.md measured MiniRocket on (about 0.91 on the
+``trial_series`` gives the other input MiniRocket is measured on (about 0.91 on the
 standard split): each whole trial, rebuilt from its windows, resampled to 128 samples
 (``model.student.arch: minirocket_trial``). A device would then classify a segmented
 trial, not a stream of windows.

@@ -90,7 +90,7 @@ class Block(nn.Module):
 
 
 class DynamicPatcher(nn.Module):
-    """Dynamic patching of DESIGN.md in torch, static shapes, no parameters.
+    """Dynamic patching (docs/design.md) in torch, static shapes, no parameters.
 
     Same arithmetic as :mod:`xtinyhar.preprocess.patching` (tests check they agree):
     motion energy of the raw window -> patch length p in [p_min, p_max] -> ``n_max`` tokens

@@ -32,7 +32,7 @@ MAX_CACHE_GB = float(os.environ.get("XTINYHAR_MAX_CACHE_GB", 4))   # a larger ca
 
 @dataclass
 class TokenCache:
-    """Windows of a whole dataset and their tokens; see DESIGN.md "Records and shapes".
+    """Windows of a whole dataset and their tokens; see docs/design.md.
 
     Per window (N): imu (N, W, C) and skeleton (N, W_s, J, 3) in physical units, label,
     subject, trial_index, start, n_valid, energy, patch_len, tokens (N, n_max, p_default, C),
