@@ -156,18 +156,23 @@ def _header_index(header: list[str]) -> dict[str, int]:
     return {name.strip().lower(): i for i, name in enumerate(header)}
 
 
-def read_recording_csv(path: Path, cfg: DataConfig) -> np.ndarray:
-    """One recording: header row of channel names, one sample per row; time column dropped."""
-    if not path.is_file():
-        raise DataError(f"{path}: recording not found")
+def _csv_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """(line number, cells) of every non-blank row of a CSV file, or a one-line error."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            rows = [(n, row) for n, row in enumerate(csv.reader(handle), start=1)
+            return [(n, row) for n, row in enumerate(csv.reader(handle), start=1)
                     if any(cell.strip() for cell in row)]
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a text CSV (undecodable bytes)") from None
     except (OSError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read ({exc})") from None
+
+
+def read_recording_csv(path: Path, cfg: DataConfig) -> np.ndarray:
+    """One recording: header row of channel names, one sample per row; time column dropped."""
+    if not path.is_file():
+        raise DataError(f"{path}: recording not found")
+    rows = _csv_rows(path)
     if not rows:
         raise DataError(f"{path}: empty file; expected a header row of channel names")
     header = [cell.strip() for cell in rows[0][1]]
@@ -213,14 +218,7 @@ def _numeric(cell: str) -> bool:
 
 def load_csv_folder(manifest: Path, cfg: DataConfig, skip_bad: bool = False) -> LoadReport:
     folder = manifest.parent
-    try:
-        with open(manifest, newline="", encoding="utf-8-sig") as handle:
-            rows = [(n, row) for n, row in enumerate(csv.reader(handle), start=1)
-                    if any(cell.strip() for cell in row)]
-    except UnicodeDecodeError:
-        raise DataError(f"{manifest}: not a text CSV (undecodable bytes)") from None
-    except (OSError, csv.Error) as exc:
-        raise DataError(f"{manifest}: cannot read ({exc})") from None
+    rows = _csv_rows(manifest)
     if not rows:
         raise DataError(f"{manifest}: empty manifest; expected a header row file,label[,subject,split]")
     header = [cell.strip() for cell in rows[0][1]]
