@@ -230,3 +230,22 @@ def test_export_of_a_checkpoint_with_a_zero_std_names_the_checkpoint(tmp_path, c
     err = _one_line_error(capsys)
     assert err.startswith(f"error: {path}: normalization std") and "channel 5 (gyro_z)" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["student.pt"]
+
+
+def test_every_command_help_ends_with_examples_that_parse(capsys):
+    """Each subcommand's --help shows examples, and each example is a valid command line."""
+    import shlex
+
+    from xtinyhar.cli import EXAMPLES, build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert set(EXAMPLES) == set(commands)
+    for name, lines in EXAMPLES.items():
+        for line in lines:
+            words = shlex.split(line)
+            assert words[:2] == ["xtinyhar", name]
+            assert parser.parse_args(words[1:]).command == name
+        with pytest.raises(SystemExit):
+            parser.parse_args([name, "--help"])
+        assert "examples:\n  " + lines[0] in capsys.readouterr().out

@@ -637,6 +637,32 @@ def _add_split(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fold", type=int, default=0, help="which fold of the protocol (default 0)")
 
 
+EXAMPLES = {
+    "prepare": ["xtinyhar prepare --config configs/utd_mhad.yaml --out data_cache/utd_tokens.npz"],
+    "train-teacher": ["xtinyhar train-teacher --config configs/utd_mhad.yaml --tokens data_cache/utd_tokens.npz "
+                      "--save runs/teacher_utd.pt"],
+    "train-student": ["xtinyhar train-student --config configs/utd_mhad.yaml --tokens data_cache/utd_tokens.npz "
+                      "--teacher runs/teacher_utd.pt --save runs/student_utd.pt"],
+    "cv": ["xtinyhar cv --config configs/utd_mhad.yaml --tokens data_cache/utd_tokens.npz --run runs/utd_kfold",
+           "xtinyhar cv --config configs/utd_mhad.yaml --protocol standard --no-kd --set model.student.arch=cnn1d "
+           "--run runs/cnn_standard"],
+    "ablate": ["xtinyhar ablate --config configs/utd_mhad.yaml --study configs/ablations/utd_mhad.yaml "
+               "--tokens data_cache/utd_tokens.npz --run runs/ablate_utd --jobs 2"],
+    "profile": ["xtinyhar profile --config configs/utd_mhad.yaml --latency",
+                "xtinyhar profile --model runs/utd_kfold/folds/0/student.pt"],
+    "export": ["xtinyhar export --model runs/utd_kfold/folds/0/student.pt --out exports/student.onnx --int8",
+               "xtinyhar export --model runs/utd_kfold/folds/0/student.pt --format tflite --out exports/student.tflite"],
+    "stream": ["xtinyhar stream --model exports/sliding_student.onnx --input recording.csv --stride 25"],
+    "predict": ["xtinyhar predict --model exports/student.onnx --input recordings/ --out predictions.csv"],
+    "explain": ["xtinyhar explain --model runs/utd_kfold/folds/0/student.pt --teacher runs/utd_kfold/folds/0/teacher.pt "
+                "--out xai_outputs/fold0"],
+    "report": ["xtinyhar report --run runs/utd_kfold --out reports/kfold",
+               "xtinyhar report --ablation runs/ablate_utd --out reports/ablation"],
+}
+"""One or two example command lines per subcommand, shown at the end of its --help
+(tests/test_cli.py parses each one)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xtinyhar", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"xtinyhar {__version__}")
@@ -777,6 +803,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--level", choices=("trial", "window"), default="trial",
                      help="score trials (a trial = mean of its windows) or windows (default trial)")
     rep.set_defaults(func=cmd_report)
+    for name, command in sub.choices.items():
+        command.formatter_class = argparse.RawDescriptionHelpFormatter
+        command.epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
     return parser
 
 
