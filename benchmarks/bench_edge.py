@@ -5,8 +5,7 @@ measures every model side by side in one process.
         [--latency-runs 1000]
 
 Models: the student of ``<runs>/standard_seed42`` (distilled) and the baselines of
-``<runs>/baseline_<arch>`` (made by ``xtinyhar cv --protocol standard`` with
-``model.student.arch`` set; see docs/benchmarks.md), plus MiniRocket from
+``<runs>/baseline_<arch>_seed42`` (both made by ``benchmarks/bench_accuracy.py``), plus MiniRocket from
 ``<runs>/baseline_minirocket`` and, on whole trials resampled to 128 samples,
 ``<runs>/baseline_minirocket_trial_seed42`` (both refitted on the same training subjects for
 timing; the whole-trial one is timed per trial).
@@ -115,7 +114,7 @@ def main() -> int:
     runs, out = Path(args.runs), Path(args.out)
 
     entries = [("student (KD)", runs / "standard_seed42")]
-    entries += [(arch, runs / f"baseline_{arch}") for arch in BASELINES]
+    entries += [(arch, runs / f"baseline_{arch}_seed42") for arch in BASELINES]
     caches: dict[str, object] = {}   # one token cache per preprocessing config (cache hash)
 
     def cache_for(config: dict):
