@@ -146,18 +146,18 @@ def test_prepare_refuses_windows_that_are_mostly_padding(tmp_path, capsys, setti
                  "--out", str(out)]) == 2
     err = _one_line_error(capsys)
     assert str(CONFIGS / "synthetic.yaml") in err and fragment in err
-    assert "192 of 192 windows would be more than half padding" in err
+    assert "264 of 264 windows would be more than half padding" in err   # 8 x 11 x 3 trials
     assert list(tmp_path.iterdir()) == []
 
 
 def test_prepare_refuses_an_absurd_cache_size_before_writing(tmp_path, capsys, monkeypatch):
     from xtinyhar.preprocess import tokens
 
-    monkeypatch.setattr(tokens, "MAX_CACHE_GB", 0.001)   # 1 MB: the synthetic cache is ~13 MB
+    monkeypatch.setattr(tokens, "MAX_CACHE_GB", 0.001)   # 1 MB: the synthetic cache is ~18 MB
     out = tmp_path / "tokens.npz"
     assert main(["prepare", "--config", str(CONFIGS / "synthetic.yaml"), "--out", str(out)]) == 2
     err = _one_line_error(capsys)
-    assert "the token cache would take about 13 MB (667 windows of 19 KB), over the 0.001 GB limit" in err
+    assert "the token cache would take about 18 MB (918 windows of 19 KB), over the 0.001 GB limit" in err
     assert list(tmp_path.iterdir()) == []
 
 

@@ -17,18 +17,30 @@ random: it is computed from that motion, as a real wrist sensor would measure it
   world), from ``R^T dR/dt = [omega]_x``, i.e. in the sensor frame, in deg/s.
 
 Sensor axes: x along the forearm toward the hand, y forward and z outward (away from the
-body) when the arm hangs at rest, turned a few degrees per subject (a band never sits
-exactly the same way). Hanging arm, still: acc = (-1, 0, 0) g.
+body) when the arm hangs at rest. Hanging arm, still: acc = (-1, 0, 0) g.
+
+Subjects differ as wearers of a real band do, so that a model evaluated on subjects it
+never saw does worse than on the ones it trained on:
+
+- placement: each subject wears the band turned about the forearm (a roll of N(0, 30)
+  degrees, within +-60) and tilted by a few degrees; one fixed rotation of the sensor
+  frame, so acc and gyro turn together. The skeleton does not see it.
+- tempo U(0.7, 1.4) and range of motion N(1, 0.2) multiply every class's base values.
+- offsets: accelerometer bias N(0, 0.04) g and gyroscope bias N(0, 3) deg/s per axis.
+- noise: white sensor noise of 0.03 g and 3 deg/s, times a per-subject factor U(0.6, 1.4).
 
 Derivatives are taken numerically on a fine time grid (at least 200 Hz and 4x the IMU
 rate) over a smooth trajectory, then sampled at the requested IMU rate; sensor noise and
 bias are added after differentiation so they are not amplified.
 
-Classes (right-handed; base tempo, scaled per subject and trial):
-arm_raise (straight arm up sideways and down, 0.35 Hz), arm_circle (outstretched arm
-drawing circles, 0.7 Hz), wave (forearm up, swung about the upper arm, 1.4 Hz), punch
-(guard, fast straight punch, 0.9 Hz), squat (arms held level in front, 0.35 Hz), walk
-(toward the camera, arms swinging, 0.9 strides/s).
+Classes (right-handed; base tempo, scaled per subject and trial), in pairs of similar
+motions: arm_raise (straight arm up sideways and down, 0.35 Hz) and front_raise (the same,
+forward, 0.35 Hz); arm_circle (outstretched arm drawing circles, 0.7 Hz) and wave (forearm
+up, swung about the upper arm, 1.4 Hz); punch (guard, fast straight punch, 0.9 Hz) and
+uppercut (guard, fist driven up, 0.9 Hz); curl (upper arm hanging, elbow bent and
+straightened, 0.5 Hz) and drink (hand brought to the mouth and back, 0.3 Hz); squat (arms
+held level in front, 0.35 Hz); walk (toward the camera, arms swinging, 0.9 strides/s) and
+jog (elbows bent, faster, bigger swing, 1.2 strides/s).
 
 World frame (like Kinect's camera space): metres, y up, z = depth away from the camera
 (the subject stands 2.5-3 m away), the subject faces the camera (-z), so the subject's
@@ -38,15 +50,17 @@ right is +x.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from xtinyhar.data.trial import Trial
-from xtinyhar.errors import ConfigError
+from xtinyhar.errors import ConfigError, XTinyHARError
 
 SYNTHETIC_CLASSES: tuple[str, ...] = (
-    "arm_raise", "arm_circle", "wave", "punch", "squat", "walk",
+    "arm_raise", "front_raise", "arm_circle", "wave", "punch", "uppercut",
+    "curl", "drink", "squat", "walk", "jog",
 )
 
 JOINT_NAMES: tuple[str, ...] = (
@@ -61,6 +75,8 @@ JOINT_INDEX: dict[str, int] = {name: i for i, name in enumerate(JOINT_NAMES)}
 GRAVITY_MS2 = 9.81
 GRAVITY = np.array([0.0, -GRAVITY_MS2, 0.0])   # world y is up
 SENSOR_PLACEMENT = "right_wrist"
+ACC_NOISE_G = 0.03        # white sensor noise of a typical subject (times U(0.6, 1.4))
+GYRO_NOISE_DPS = 3.0
 
 _FINE_HZ = 200.0          # grid the derivatives are taken on (error < 0.002 g vs 2 kHz)
 _PAD_S = 0.1              # extra time at both ends so np.gradient's edges are never used
@@ -194,17 +210,21 @@ def _draw_body(rng: np.random.Generator) -> Body:
 
 
 def _draw_subject(rng: np.random.Generator) -> SubjectStyle:
-    """Body, tempo, amplitude, noise, sensor bias and sensor mounting of one subject."""
+    """Body, tempo, amplitude, noise, sensor bias and sensor placement of one subject.
+
+    The placement is a roll about the forearm (sensor x) of N(0, 30) degrees within +-60
+    (how far round the wrist the band sits) and a tilt of N(0, 5) degrees about the two
+    other axes; it turns the whole sensor frame, acc and gyro alike."""
     body = _draw_body(rng)
-    mount_deg = rng.normal(0.0, 6.0, size=3)
-    mount = _compose(_rotation(2, np.radians(mount_deg[0])),
-                     _rotation(1, np.radians(mount_deg[1])),
-                     _rotation(0, np.radians(mount_deg[2])))
-    return SubjectStyle(body=body, tempo=rng.uniform(0.8, 1.25),
-                        amplitude=float(np.clip(rng.normal(1.0, 0.12), 0.75, 1.3)),
+    roll = float(np.clip(rng.normal(0.0, 30.0), -60.0, 60.0))
+    tilt = rng.normal(0.0, 5.0, size=2)
+    mount = _compose(_rotation(0, np.radians(roll)), _rotation(1, np.radians(tilt[0])),
+                     _rotation(2, np.radians(tilt[1])))
+    return SubjectStyle(body=body, tempo=rng.uniform(0.7, 1.4),
+                        amplitude=float(np.clip(rng.normal(1.0, 0.2), 0.65, 1.4)),
                         noise=rng.uniform(0.6, 1.4),
-                        acc_bias_g=rng.normal(0.0, 0.01, size=3),
-                        gyro_bias_dps=rng.normal(0.0, 0.5, size=3), mount=mount)
+                        acc_bias_g=rng.normal(0.0, 0.04, size=3),
+                        gyro_bias_dps=rng.normal(0.0, 3.0, size=3), mount=mount)
 
 
 # --------------------------------------------------------------------------- classes
@@ -230,6 +250,14 @@ def _arm_raise(t: np.ndarray, f: float, phase: float, amp: float, duration: floa
     u = 2 * np.pi * f * t + phase
     return {"r_abd": 10.0 + min(140.0 * amp, 160.0) * _raised_cosine(u),
             "r_flex": 8.0, "r_elbow": 8.0}
+
+
+def _front_raise(t: np.ndarray, f: float, phase: float, amp: float, duration: float
+        ) -> Motion:
+    """Straight right arm raised forward to shoulder height and lowered, ~0.35 Hz."""
+    u = 2 * np.pi * f * t + phase
+    return {"r_abd": 8.0, "r_flex": 5.0 + min(95.0 * amp, 150.0) * _raised_cosine(u),
+            "r_elbow": 8.0}
 
 
 def _arm_circle(t: np.ndarray, f: float, phase: float, amp: float, duration: float
@@ -261,6 +289,34 @@ def _punch(t: np.ndarray, f: float, phase: float, amp: float, duration: float
             "l_abd": 15.0, "l_flex": 35.0, "l_elbow": 115.0}
 
 
+def _uppercut(t: np.ndarray, f: float, phase: float, amp: float, duration: float
+        ) -> Motion:
+    """Boxing guard, right fist driven upward (elbow stays bent) and back, ~0.9 Hz."""
+    u = 2 * np.pi * f * t + phase
+    strike = _raised_cosine(u) ** 2
+    reach = min(amp, 1.1)
+    return {"r_abd": 15.0, "r_flex": 35.0 + 65.0 * reach * strike,
+            "r_elbow": 115.0 - 30.0 * reach * strike, "r_pron": 35.0 * strike,
+            "l_abd": 15.0, "l_flex": 35.0, "l_elbow": 115.0}
+
+
+def _curl(t: np.ndarray, f: float, phase: float, amp: float, duration: float
+        ) -> Motion:
+    """Biceps curl: upper arm hanging, the elbow bent to ~130 degrees and straightened, ~0.5 Hz."""
+    u = 2 * np.pi * f * t + phase
+    return {"r_abd": 6.0, "r_flex": 5.0,
+            "r_elbow": 10.0 + min(120.0 * amp, 140.0) * _raised_cosine(u), "r_pron": -20.0}
+
+
+def _drink(t: np.ndarray, f: float, phase: float, amp: float, duration: float
+        ) -> Motion:
+    """Hand brought to the mouth (upper arm forward, elbow bent, forearm turned) and back, ~0.3 Hz."""
+    u = 2 * np.pi * f * t + phase
+    lift = _raised_cosine(u)
+    return {"r_abd": 10.0 + 15.0 * lift, "r_flex": 5.0 + 35.0 * amp * lift,
+            "r_elbow": 15.0 + min(115.0 * amp, 140.0) * lift, "r_pron": -50.0 * lift}
+
+
 def _squat(t: np.ndarray, f: float, phase: float, amp: float, duration: float
         ) -> Motion:
     """Squat with both arms held forward and level while the torso leans, ~0.35 Hz.
@@ -280,35 +336,52 @@ def _squat(t: np.ndarray, f: float, phase: float, amp: float, duration: float
     return motion
 
 
-def _walk(t: np.ndarray, f: float, phase: float, amp: float, duration: float
-        ) -> Motion:
-    """Walking slowly toward the camera: legs swing, arms swing opposite, body bobs.
+def _gait(t: np.ndarray, f: float, phase: float, amp: float, duration: float,
+          jog: bool) -> Motion:
+    """Walking (or jogging) toward the camera: legs swing, arms swing opposite, body bobs.
 
-    ``f`` is the stride frequency (one left and one right step per cycle), ~0.9 Hz.
+    ``f`` is the stride frequency (one left and one right step per cycle). A jog bends the
+    elbows to ~80 degrees, swings arms and legs further and bobs more.
     """
     u = 2 * np.pi * f * t + phase
-    swing = 22.0 * amp * np.sin(u)
-    arm_swing = 18.0 * amp * np.sin(u)
-    knee_r = 5.0 + 40.0 * amp * _raised_cosine(u + np.pi) ** 2
-    knee_l = 5.0 + 40.0 * amp * _raised_cosine(u) ** 2
+    legs, arms, bob, elbow = (28.0, 24.0, 0.04, 80.0) if jog else (22.0, 18.0, 0.02, 20.0)
+    swing = legs * amp * np.sin(u)
+    arm_swing = arms * amp * np.sin(u)
+    knee_r = 5.0 + (60.0 if jog else 40.0) * amp * _raised_cosine(u + np.pi) ** 2
+    knee_l = 5.0 + (60.0 if jog else 40.0) * amp * _raised_cosine(u) ** 2
     speed = 0.3 * f / 0.9   # m/s, toward the camera (-z), centred on the start spot
-    root = np.stack([0.015 * np.sin(u), 0.02 * np.cos(2 * u) - 0.02,
+    root = np.stack([0.015 * np.sin(u), bob * np.cos(2 * u) - bob,
                      -speed * (t - duration / 2)], axis=1)
     return {"r_hip": swing, "l_hip": -swing, "r_knee": knee_r, "l_knee": knee_l,
             "r_flex": -arm_swing, "l_flex": arm_swing,
-            "r_elbow": 20.0 + 10.0 * _raised_cosine(u),
-            "l_elbow": 20.0 + 10.0 * _raised_cosine(u + np.pi),
+            "r_elbow": elbow + 10.0 * _raised_cosine(u),
+            "l_elbow": elbow + 10.0 * _raised_cosine(u + np.pi),
             "r_abd": 8.0, "l_abd": 8.0, "root": root}
+
+
+def _walk(t: np.ndarray, f: float, phase: float, amp: float, duration: float) -> Motion:
+    """Walking slowly toward the camera, ~0.9 strides/s."""
+    return _gait(t, f, phase, amp, duration, jog=False)
+
+
+def _jog(t: np.ndarray, f: float, phase: float, amp: float, duration: float) -> Motion:
+    """Jogging toward the camera, elbows bent, ~1.2 strides/s."""
+    return _gait(t, f, phase, amp, duration, jog=True)
 
 
 _CLASS_MOTIONS: dict[str, tuple[Callable[..., Motion], float, bool]] = {
     # name: (motion function, base frequency in Hz, feet stay planted)
     "arm_raise": (_arm_raise, 0.35, False),
+    "front_raise": (_front_raise, 0.35, False),
     "arm_circle": (_arm_circle, 0.7, False),
     "wave": (_wave, 1.4, False),
     "punch": (_punch, 0.9, False),
+    "uppercut": (_uppercut, 0.9, False),
+    "curl": (_curl, 0.5, False),
+    "drink": (_drink, 0.3, False),
     "squat": (_squat, 0.35, True),
     "walk": (_walk, 0.9, False),
+    "jog": (_jog, 1.2, False),
 }
 
 
@@ -506,8 +579,8 @@ def _make_trial(class_name: str, label: int, subject: int, trial_number: int,
     imu_times = np.arange(max(int(style.duration * imu_hz), 2)) / imu_hz
     imu = _sample(np.concatenate([acc, gyro], axis=1), -_PAD_S, fine_hz, imu_times)
     size = (imu_times.size, 3)
-    imu[:, :3] += person.acc_bias_g + rng.normal(0.0, 0.015 * person.noise, size)
-    imu[:, 3:] += person.gyro_bias_dps + rng.normal(0.0, 1.5 * person.noise, size)
+    imu[:, :3] += person.acc_bias_g + rng.normal(0.0, ACC_NOISE_G * person.noise, size)
+    imu[:, 3:] += person.gyro_bias_dps + rng.normal(0.0, GYRO_NOISE_DPS * person.noise, size)
 
     skeleton_times = np.arange(max(int(style.duration * skeleton_hz), 2)) / skeleton_hz
     skeleton = _skeleton(_motion(class_name, skeleton_times, style, body), body,
@@ -570,3 +643,63 @@ def generate_synthetic(subjects: int = 8, trials_per_class: int = 4, seconds: fl
                 trials.append(_make_trial(class_name, label, subject, number, person, rng,
                                           seconds, imu_hz, skeleton_hz))
     return trials, class_names
+
+
+IMU_CSV_HEADER = ("time_s", "acc_x_g", "acc_y_g", "acc_z_g", "gyro_x_dps", "gyro_y_dps", "gyro_z_dps")
+
+
+def write_recording(path: str | Path, activity: str, subject: int = 9, trial: int = 1,
+                    seconds: float = 4.0, imu_hz: float = 50.0, seed: int = 0) -> Trial:
+    """Write one synthetic trial's IMU as a CSV recording (a header row, then one sample per
+    row: time in s, acc x, y, z in g, gyro x, y, z in deg/s), the input ``xtinyhar predict``
+    and ``xtinyhar stream`` read. ``subject`` 9 is none of the 8 subjects of the default
+    set, so a model trained on it has never seen this wearer. Returns the trial."""
+    from xtinyhar.io import write_text
+
+    if activity not in SYNTHETIC_CLASSES:
+        raise ConfigError(f"synthetic: unknown activity {activity!r}; one of "
+                          f"{', '.join(SYNTHETIC_CLASSES)}")
+    _check_arguments(subject, trial, seconds, imu_hz, 30.0, seed)
+    label = SYNTHETIC_CLASSES.index(activity)
+    person = _draw_subject(np.random.default_rng([seed, subject]))
+    rng = np.random.default_rng([seed, subject, label + 1, trial])
+    made = _make_trial(activity, label, subject, trial, person, rng, seconds, imu_hz, 30.0)
+    times = np.arange(len(made.imu)) / imu_hz
+    rows = [",".join(IMU_CSV_HEADER)]
+    rows += [",".join([f"{t:.4f}"] + [f"{v:.6g}" for v in sample])
+             for t, sample in zip(times, made.imu)]
+    write_text(path, "\n".join(rows) + "\n")
+    return made
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m xtinyhar.data.synthetic --out FILE.csv [--activity A] [--subject S]``."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m xtinyhar.data.synthetic",
+        description="Write one synthetic IMU recording as a CSV (time_s, acc x,y,z in g, gyro "
+                    "x,y,z in deg/s), e.g. as input for `xtinyhar predict`.")
+    parser.add_argument("--out", required=True, help="CSV file to write, e.g. demo/wave_s9.csv")
+    parser.add_argument("--activity", default="wave", choices=SYNTHETIC_CLASSES,
+                        help="the activity performed (default wave)")
+    parser.add_argument("--subject", type=int, default=9,
+                        help="the wearer (default 9: none of the default set's 8 subjects)")
+    parser.add_argument("--trial", type=int, default=1, help="trial number (default 1)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="about how long (default 4.0)")
+    parser.add_argument("--seed", type=int, default=0, help="data.synthetic.seed of the set (default 0)")
+    args = parser.parse_args(argv)
+    try:
+        made = write_recording(args.out, args.activity, subject=args.subject, trial=args.trial,
+                               seconds=args.seconds, seed=args.seed)
+    except XTinyHARError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: {args.activity}, subject {args.subject}, {len(made.imu)} samples "
+          f"at {made.imu_hz:g} Hz")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
