@@ -44,7 +44,7 @@ from xtinyhar.evaluate.profile import count_flops, count_parameters, measure_lat
 from xtinyhar.export.to_onnx import Int8Guard, export_checkpoint, onnx_session
 from xtinyhar.io import write_json
 from xtinyhar.preprocess.tokens import build_token_cache
-from xtinyhar.train.tasks import load_model
+from xtinyhar.train.checkpoints import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 # The benchmark reports each model's int8 file; it does not refuse one as `export --int8` would.

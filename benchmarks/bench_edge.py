@@ -38,7 +38,7 @@ from xtinyhar.export.to_onnx import Int8Guard, export_checkpoint, onnx_session
 REPORT_ONLY = Int8Guard(min_agreement=0.0, max_accuracy_drop=1.0)
 from xtinyhar.io import write_json
 from xtinyhar.preprocess.tokens import build_token_cache
-from xtinyhar.train.tasks import load_model
+from xtinyhar.train.checkpoints import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINES = ("cnn1d", "tinyhar", "deepconvlstm")

@@ -38,7 +38,7 @@ import numpy as np
 from xtinyhar.export.to_onnx import (INT8_OPS, INT8_SETTINGS, _nodes_kept_in_float, export_onnx,
                                      held_out_and_training, int8_saturation_risks, onnx_session,
                                      quiet_exporter, this_machine)
-from xtinyhar.train.tasks import load_with_windows
+from xtinyhar.train.checkpoints import load_with_windows
 
 REPO = Path(__file__).resolve().parents[1]
 

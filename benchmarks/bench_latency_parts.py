@@ -44,7 +44,7 @@ from xtinyhar.io import quiet_output
 from xtinyhar.export.fold import DeployStudent
 from xtinyhar.export.to_onnx import OPSET, held_out_and_training, onnx_session, quiet_exporter
 from xtinyhar.models.layers import attention_bias, lookup, masked_mean
-from xtinyhar.train.tasks import load_with_windows
+from xtinyhar.train.checkpoints import load_with_windows
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -217,7 +217,8 @@ def test_export_of_a_checkpoint_with_a_zero_std_names_the_checkpoint(tmp_path, c
     import torch
 
     from xtinyhar.config import config_from_dict
-    from xtinyhar.train.tasks import build_student, save_model
+    from xtinyhar.models.factory import build_student
+    from xtinyhar.train.checkpoints import save_model
 
     cfg = config_from_dict({"data": {"window": 50}, "model": {"teacher": {"skeleton_tokens": 5}}})
     path = tmp_path / "student.pt"

@@ -132,7 +132,7 @@ def test_teacher_tokenizer_keys_default_to_the_student_and_can_differ():
 
     from xtinyhar.models.student import InertialTransformer
     from xtinyhar.models.teacher import STConvTeacher
-    from xtinyhar.train.tasks import student_config, teacher_config
+    from xtinyhar.models.factory import student_config, teacher_config
 
     same = load_config(CONFIGS / "utd_mhad_paper.yaml")   # no teacher tokenizer keys
     t = teacher_config(same, n_classes=4, joints=20)

@@ -166,7 +166,7 @@ class HarClassifier:
 
     def predict_proba(self, X) -> np.ndarray:
         """(N, K) probabilities: each recording the mean of its windows' (columns: ``classes_``)."""
-        from xtinyhar.evaluate.cv import softmax
+        from xtinyhar.preprocess.arrays import softmax
         from xtinyhar.evaluate.metrics import pool_trials
         from xtinyhar.train.loop import predict_logits
         from xtinyhar.train.tasks import student_forward

@@ -149,7 +149,8 @@ def _finish_fit(result, workdir: Path, save: str) -> None:
 
 def cmd_train_teacher(args: argparse.Namespace) -> int:
     """Train the multimodal teacher on one split's training subjects and save it."""
-    from xtinyhar.train.tasks import fit_teacher, save_model
+    from xtinyhar.train.checkpoints import save_model
+    from xtinyhar.train.tasks import fit_teacher
 
     _output_file(args.save, "--save", ".pt")
     cfg = _load_cfg(args)
@@ -171,7 +172,8 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
 
 def cmd_train_student(args: argparse.Namespace) -> int:
     """Train the IMU-only student (distilled from --teacher unless --no-kd) and save it."""
-    from xtinyhar.train.tasks import check_teacher, fit_student, load_model, save_model
+    from xtinyhar.train.checkpoints import check_teacher, load_model, save_model
+    from xtinyhar.train.tasks import fit_student
 
     if args.no_kd and args.teacher:
         raise XTinyHARError(f"--no-kd and --teacher {args.teacher}: choose one (a student "
@@ -263,7 +265,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     from xtinyhar.evaluate.profile import profile_model
     from xtinyhar.models.teacher import STConvTeacher
-    from xtinyhar.train.tasks import build_student, load_model, teacher_config
+    from xtinyhar.models.factory import build_student, teacher_config
+    from xtinyhar.train.checkpoints import load_model
 
     for flag, value in (("--runs", args.runs), ("--classes", args.classes), ("--joints", args.joints)):
         if value is not None and value < 1:
@@ -361,7 +364,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Export a student checkpoint to ONNX or TFLite (+ int8), with parity and accuracy on
     held-out subjects."""
     from xtinyhar.export.to_onnx import Int8Guard, export_checkpoint
-    from xtinyhar.train.tasks import load_model
+    from xtinyhar.train.checkpoints import load_model
 
     guard = Int8Guard(args.int8_min_agreement, args.int8_max_drop)   # checked before any work
     suffix = ".tflite" if args.format == "tflite" else ".onnx"
@@ -496,7 +499,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from xtinyhar.export.runtime import HarModel
     from xtinyhar.io import write_csv
-    from xtinyhar.preprocess.windows import window_starts
+    from xtinyhar.preprocess.arrays import window_starts
 
     out = _output_file(args.out, "--out", ".csv") if args.out else None
     if args.hz is not None and not (math.isfinite(args.hz) and args.hz > 0):
@@ -565,7 +568,7 @@ def _student_data(args, payload: dict, model_path: str):
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """IG, rollout, teacher-student similarity and deletion curves on held-out windows."""
-    from xtinyhar.train.tasks import load_model
+    from xtinyhar.train.checkpoints import load_model
     from xtinyhar.xai.explain import explain
 
     student, payload = load_model(args.model, "student")

@@ -129,7 +129,7 @@ class PreprocConfig:
 class StudentConfig:
     # transformer: the Inertial Transformer; cnn1d, deepconvlstm, tinyhar: baselines
     # (models/baselines.py) trained and evaluated by the same commands; minirocket:
-    # MiniRocket + ridge on the same windows (evaluate/minirocket.py), cv only;
+    # MiniRocket + ridge on the same windows (models/minirocket.py), cv only;
     # minirocket_trial: MiniRocket + ridge on whole trials resampled to 128 samples, cv only
     L: int = field(default=2, metadata=_range(1))
     D: int = field(default=128, metadata=_range(1))
@@ -471,10 +471,8 @@ def cache_hash(cfg: Config) -> str:
     """
     data = dataclasses.asdict(cfg.data)
     data.pop("root")
-    if data["segmentation"] == "sliding":
-        data.pop("segmentation")   # caches built before the key existed stay valid
     if data["dataset"] != "custom":
-        data.pop("custom")         # so do caches of the built-in datasets
+        data.pop("custom")         # read only by the custom loader
     preproc = dataclasses.asdict(cfg.preproc)
     preproc.pop("augment")  # applied at training time, not stored in the cache
     payload = {"format": 1, "data": data, "preproc": preproc,

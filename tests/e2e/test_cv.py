@@ -13,7 +13,7 @@ from xtinyhar.config import load_config
 from xtinyhar.evaluate.cv import run_cv
 from xtinyhar.io import load_checkpoint
 from xtinyhar.preprocess.tokens import load_token_cache
-from xtinyhar.train.tasks import load_model
+from xtinyhar.train.checkpoints import load_model
 
 from conftest import CONFIGS
 

@@ -16,7 +16,8 @@ from xtinyhar.errors import DataError
 from xtinyhar.export.runtime import HarModel, Streamer, read_imu_csv, sidecar_path
 from xtinyhar.export.to_onnx import (METADATA_KEY, ExportError, Int8Guard, annotate_onnx,
                                      export_checkpoint, int8_saturation_risks, onnx_logits)
-from xtinyhar.train.tasks import fit_student, load_model, save_model
+from xtinyhar.train.checkpoints import load_model, save_model
+from xtinyhar.train.tasks import fit_student
 
 from conftest import CONFIGS
 
@@ -451,7 +452,7 @@ def test_a_trial_model_stretches_the_trial_and_refuses_streams(student, utd_tria
     ``preprocess.windows.trial_windows`` does in training), streaming is refused."""
     import shutil
 
-    from xtinyhar.preprocess.resample import align_to_length
+    from xtinyhar.preprocess.arrays import align_to_length
 
     path = tmp_path / "trial.onnx"
     shutil.copy(student["onnx"], path)
@@ -676,7 +677,7 @@ def test_tflite_empty_batch_gives_no_rows(tflite, student):
 
 
 def test_load_with_windows_rebuilds_the_checkpoints_own_cache(student):
-    from xtinyhar.train.tasks import load_with_windows
+    from xtinyhar.train.checkpoints import load_with_windows
 
     model, payload, cache = load_with_windows(student["ckpt"])
     assert not model.training and payload["train_subjects"] == student["payload"]["train_subjects"]

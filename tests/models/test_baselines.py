@@ -10,7 +10,8 @@ from xtinyhar.errors import ConfigError
 from xtinyhar.evaluate.profile import count_flops
 from xtinyhar.export.to_onnx import export_onnx, onnx_logits, torch_logits
 from xtinyhar.models.baselines import BASELINES, BaselineConfig, build_baseline
-from xtinyhar.train.tasks import build_student, load_model, save_model
+from xtinyhar.models.factory import build_student
+from xtinyhar.train.checkpoints import load_model, save_model
 
 from conftest import CONFIGS
 

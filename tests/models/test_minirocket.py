@@ -38,7 +38,7 @@ def test_minirocket_cv_on_synthetic_data(tmp_path):
 def test_trial_series_rebuilds_each_trial_from_its_windows(utd_trials, utd_cache):
     """The windows of a real UTD-MHAD trial put back together are the trial itself (here
     checked at the trial's own length), and every trial comes out at 128 samples."""
-    from xtinyhar.evaluate.minirocket import trial_series
+    from xtinyhar.models.minirocket import trial_series
 
     trials, _ = utd_trials
     for index in (0, 5, 400):
@@ -64,7 +64,7 @@ def test_scores_have_one_column_per_class_when_a_class_is_absent_from_training()
     column k of the scores must still be class k, or argmax names the wrong class; an absent
     class gets probability 0 after softmax."""
     from xtinyhar.evaluate.cv import softmax
-    from xtinyhar.evaluate.minirocket import fit_minirocket
+    from xtinyhar.models.minirocket import fit_minirocket
 
     rng = np.random.default_rng(0)
     for present, n_classes in (([0, 2, 3], 4), ([0, 2], 3)):

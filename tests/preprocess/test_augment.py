@@ -201,7 +201,7 @@ def _teacher_batch_augmented(crop: float, time_warp: float) -> tuple[np.ndarray,
     through the teacher's augmentation with only crop and warp on: each stream's time
     channel after it, (4, 150) and (4, 75)."""
     from xtinyhar.config import load_config
-    from xtinyhar.train.tasks import make_augment
+    from xtinyhar.train.augmentation import make_augment
 
     from conftest import CONFIGS
 

@@ -215,7 +215,7 @@ def test_constant_window_gives_constant_tokens():
 
 
 def test_motion_energy_ignores_padding_of_short_trials():
-    from xtinyhar.preprocess.windows import pad_end
+    from xtinyhar.preprocess.arrays import pad_end
     rng = np.random.default_rng(0)
     short = rng.normal(scale=0.2, size=(60, 6)).astype(np.float32)
     padded = pad_end(short, 100)[None]

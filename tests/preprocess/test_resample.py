@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.signal import find_peaks
 
-from xtinyhar.preprocess.resample import (align_to_length, interpolate, lowpass,
-                                          resample_rate, resample_trial)
+from xtinyhar.preprocess.arrays import align_to_length, interpolate
+from xtinyhar.preprocess.resample import lowpass, resample_rate, resample_trial
 
 
 # ----------------------------------------------------------------------------- interpolate

@@ -7,7 +7,7 @@ from xtinyhar.config import load_config
 from xtinyhar.errors import DataError, StaleCacheError
 from xtinyhar.preprocess import tokens as tokens_module
 from xtinyhar.preprocess.tokens import build_token_cache, load_token_cache, save_token_cache
-from xtinyhar.preprocess.windows import window_starts
+from xtinyhar.preprocess.arrays import window_starts
 
 from conftest import CONFIGS
 

@@ -86,7 +86,7 @@ def test_consistent_views_give_the_teacher_logits_of_the_window_the_student_sees
              "teacher_logits": np.zeros((n, 3), np.float32)}
     out = apply(batch, np.random.default_rng(1))
     assert not np.allclose(out["imu"], full["imu"])            # augmented, not the clean window
-    from xtinyhar.train.tasks import make_augment
+    from xtinyhar.train.augmentation import make_augment
     replay = np.random.default_rng(cfg.train.seed + 7919)
     copies = [make_augment(cfg, np.ones(6, np.float32))(full, replay) for _ in range(3)]
     pick = [next(k for k in range(3) if np.array_equal(copies[k]["imu"][i], out["imu"][i]))

@@ -5,7 +5,8 @@ import torch
 
 from xtinyhar.config import config_from_dict
 from xtinyhar.errors import DataError
-from xtinyhar.train.tasks import build_student, load_model, save_model
+from xtinyhar.models.factory import build_student
+from xtinyhar.train.checkpoints import load_model, save_model
 
 
 @pytest.mark.parametrize("change", [{"dim": 48}, {"no_such_key": 1}])
@@ -73,7 +74,7 @@ def test_a_zero_normalization_std_is_refused_naming_the_checkpoint_and_channel(
 
 def test_a_zero_skeleton_std_in_a_teacher_is_refused(tmp_path):
     from xtinyhar.models.teacher import STConvTeacher
-    from xtinyhar.train.tasks import teacher_config
+    from xtinyhar.models.factory import teacher_config
 
     cfg = config_from_dict({"data": {"window": 50}, "model": {"teacher": {"skeleton_tokens": 5}}})
     path = tmp_path / "teacher.pt"

@@ -258,7 +258,7 @@ def student_cost(cfg: Config, n_classes: int) -> tuple[int | None, float | None]
     import torch
 
     from xtinyhar.evaluate.profile import count_flops, count_parameters
-    from xtinyhar.train.tasks import build_student
+    from xtinyhar.models.factory import build_student
 
     if cfg.model.student.arch.startswith("minirocket"):
         return None, None

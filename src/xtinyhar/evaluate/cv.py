@@ -39,9 +39,10 @@ from xtinyhar.io import atomic_write, write_csv, write_json, write_text
 from xtinyhar.models.teacher import STConvTeacher
 from xtinyhar.preprocess.tokens import TokenCache
 from xtinyhar.train.loop import predict_logits
-from xtinyhar.train.tasks import (arrays, build_student, check_teacher, fit_student, fit_teacher,
-                                  load_model, save_model, student_forward, teacher_config,
-                                  teacher_forward)
+from xtinyhar.models.factory import build_student, teacher_config
+from xtinyhar.preprocess.arrays import softmax
+from xtinyhar.train.checkpoints import check_teacher, load_model, save_model
+from xtinyhar.train.tasks import arrays, fit_student, fit_teacher, student_forward, teacher_forward
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +100,6 @@ def unfinished_reason(fold_dir: Path, names: tuple[str, ...]) -> str | None:
         if _sha256(path) != entry.get("sha256"):
             return f"{path} differs from the file {DONE} recorded (sha256)"
     return None
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def evaluate_on(model: torch.nn.Module, cache: TokenCache, index: np.ndarray, *,
@@ -230,7 +225,7 @@ def _minirocket_fold(cfg: Config, cache: TokenCache, split: Split, fold_dir: Pat
     torch model); metrics and predictions are written like the student's. ``minirocket``
     classifies windows (trial = mean of its windows); ``minirocket_trial`` classifies whole
     trials resampled to a fixed length, and each window carries its trial's scores."""
-    from xtinyhar.evaluate.minirocket import TRIAL_LENGTH, fit_minirocket, trial_series
+    from xtinyhar.models.minirocket import TRIAL_LENGTH, fit_minirocket, trial_series
 
     from xtinyhar.train import loop
 

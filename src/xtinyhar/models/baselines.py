@@ -12,7 +12,7 @@ inside (training-fold statistics as buffers), exactly like the student.
   over time and an attention-weighted temporal aggregation.
 
 Our own implementations from the papers (no code copied). MiniRocket, the strongest
-non-deep baseline, lives in :mod:`xtinyhar.evaluate.minirocket` since it is not a torch model.
+non-deep baseline, lives in :mod:`xtinyhar.models.minirocket` since it is not a torch model.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xtinyhar.preprocess.normalize import NormStats, fit_zscore
-from xtinyhar.preprocess.resample import interpolate
+from xtinyhar.preprocess.arrays import interpolate
 
 TRIAL_LENGTH = 128
 

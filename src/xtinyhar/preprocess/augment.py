@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from xtinyhar.config import AugmentConfig
-from xtinyhar.preprocess.resample import interpolate
+from xtinyhar.preprocess.arrays import interpolate
 
 ACC, GYRO = slice(0, 3), slice(3, 6)
 

@@ -12,18 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import signal as sps
 
-
-def interpolate(series: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """Linearly interpolate ``series`` (T, ...) at fractional sample ``positions`` (M,).
-
-    Positions outside [0, T-1] take the edge value.
-    """
-    positions = np.clip(np.asarray(positions, dtype=np.float64), 0, len(series) - 1)
-    left = np.floor(positions).astype(np.int64)
-    right = np.minimum(left + 1, len(series) - 1)
-    weight = (positions - left).reshape((-1,) + (1,) * (series.ndim - 1))
-    out = series[left] * (1.0 - weight) + series[right] * weight
-    return out.astype(series.dtype, copy=False)
+from xtinyhar.preprocess.arrays import align_to_length, interpolate
 
 
 def lowpass(series: np.ndarray, cutoff_hz: float, rate_hz: float, order: int = 4) -> np.ndarray:
@@ -46,11 +35,6 @@ def resample_rate(series: np.ndarray, from_hz: float, to_hz: float) -> np.ndarra
         series = lowpass(series, 0.45 * to_hz, from_hz)
     n_out = max(1, int(round((len(series) - 1) * to_hz / from_hz)) + 1)
     return interpolate(series, np.arange(n_out) * (from_hz / to_hz))
-
-
-def align_to_length(series: np.ndarray, n_out: int) -> np.ndarray:
-    """Stretch (F, ...) onto ``n_out`` samples of the normalised time axis [0, 1]."""
-    return interpolate(series, np.linspace(0.0, len(series) - 1, n_out))
 
 
 def resample_trial(imu: np.ndarray, imu_hz: float, skeleton: np.ndarray | None, *,

@@ -22,10 +22,11 @@ from xtinyhar.config import Config, cache_hash
 from xtinyhar.data.trial import Trial
 from xtinyhar.errors import ConfigError, DataError, StaleCacheError, require_file
 from xtinyhar.io import atomic_write
+from xtinyhar.preprocess.arrays import window_starts
 from xtinyhar.preprocess.patching import (fixed_patch_lengths, gather_tokens, max_tokens,
                                           motion_energy, patch_lengths, token_positions)
 from xtinyhar.preprocess.resample import resample_trial
-from xtinyhar.preprocess.windows import make_windows, trial_windows, window_starts
+from xtinyhar.preprocess.windows import make_windows, trial_windows
 
 MAX_CACHE_GB = float(os.environ.get("XTINYHAR_MAX_CACHE_GB", 4))   # a larger cache is refused
 

@@ -18,25 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xtinyhar.preprocess.resample import align_to_length
-
-
-def window_starts(n_samples: int, window: int, stride: int) -> np.ndarray:
-    """Start indices of the windows of a trial of ``n_samples`` (see the module rule)."""
-    if n_samples <= window:
-        return np.zeros(1, dtype=np.int64)
-    starts = list(range(0, n_samples - window + 1, stride))
-    if starts[-1] + window < n_samples:
-        starts.append(n_samples - window)
-    return np.asarray(starts, dtype=np.int64)
-
-
-def pad_end(series: np.ndarray, length: int) -> np.ndarray:
-    """Pad (T, ...) to ``length`` samples by repeating the last sample."""
-    if len(series) >= length:
-        return series
-    pad = np.repeat(series[-1:], length - len(series), axis=0)
-    return np.concatenate([series, pad], axis=0)
+from xtinyhar.preprocess.arrays import align_to_length, pad_end, window_starts
 
 
 @dataclass
