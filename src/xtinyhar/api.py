@@ -4,9 +4,9 @@
     clf = HarClassifier(**{"data.imu_sr": 100, "train.epochs": 20})
     clf.fit(X, y, subjects=subjects)   # X: list of (T_i, C) arrays or (N, T, C); y: strings or ints
     clf.predict(X_new); clf.predict_proba(X_new); clf.score(X_test, y_test)
-    clf.export("exports/mine.onnx")
+    clf.export("exports/mine.onnx", int8=True)   # or "exports/mine.tflite" (the tflite extra)
 
-Each recording goes through what ``xtinyhar prepare`` does (``data.custom`` units,
+A scikit-learn estimator (``get_params``/``set_params``, ``sklearn.base.clone``). Each recording goes through what ``xtinyhar prepare`` does (``data.custom`` units,
 resampling to ``preproc.resample_hz``, windows, dynamic patching: ``build_token_cache``) and
 the student is trained by ``fit_student`` without a teacher (there is no skeleton). A
 recording's prediction is the mean of its windows' probabilities, as in evaluation.
@@ -25,11 +25,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from xtinyhar.config import Config, _apply_override, config_from_dict, load_config
 from xtinyhar.errors import ConfigError, DataError, XTinyHARError
 
 log = logging.getLogger(__name__)
+
+
+class NotFittedError(XTinyHARError, AttributeError):
+    """A fitted attribute or method used before ``fit`` (an AttributeError too, so that
+    ``hasattr(clf, "classes_")`` is False, as scikit-learn expects)."""
+
+OWN_DATA_DEFAULTS: dict[str, Any] = {
+    "data.window": 100, "data.stride": 50, "preproc.resample_hz": 50.0,
+    "model.student.L": 2, "model.student.D": 64, "model.student.heads": 4,
+    "model.student.p_default": 20, "train.epochs": 30, "train.warmup_epochs": 2,
+    "train.lr": 1e-3, "eval.val_subjects": 1,
+}
+"""What ``HarClassifier()`` starts from without a config: the values of
+``configs/own_data.yaml`` (a test checks they agree), over the package defaults."""
 
 
 def _recordings(X) -> list[np.ndarray]:
@@ -43,27 +58,47 @@ def _recordings(X) -> list[np.ndarray]:
         raise DataError("X must be an (N, T, C) array or a list of (T_i, C) arrays") from None
 
 
-class HarClassifier:
+class HarClassifier(ClassifierMixin, BaseEstimator):
     """``HarClassifier(config=None, overrides=None, **overrides)``: ``config`` is a YAML path, a
-    :class:`Config`, None (the package defaults) or a dict of overrides; overrides are dotted keys as ``--set``
+    :class:`Config`, None (``OWN_DATA_DEFAULTS``: the values of ``configs/own_data.yaml``) or
+    a dict of overrides (of those defaults); overrides are dotted keys as ``--set``
     takes them (``{"train.epochs": 5}``). ``data.dataset`` is always ``custom``;
     ``data.imu_channels`` follows X unless given; ``data.custom.layout`` must be given for
-    data that is not acc x,y,z + gyro x,y,z (6 channels)."""
+    data that is not acc x,y,z + gyro x,y,z (6 channels).
 
-    def __init__(self, config: str | Path | Config | None = None,
+    A scikit-learn estimator: ``get_params()`` gives ``config`` and ``overrides`` (keyword
+    overrides are merged into it), ``set_params`` takes those or dotted keys
+    (``set_params(**{"train.epochs": 5})``), and ``sklearn.base.clone`` gives an unfitted copy."""
+
+    def __init__(self, config: str | Path | Config | dict | None = None,
                  overrides: dict[str, Any] | None = None, **kw_overrides: Any):
-        if isinstance(config, dict):   # HarClassifier({"train.epochs": 5})
-            config, overrides = None, {**config, **(overrides or {})}
-        self.config = config
-        self.overrides = {**(overrides or {}), **kw_overrides}
-        self.cfg_: Config | None = None
-        self.model_ = None
+        self.config = config      # stored as given, as scikit-learn's clone requires
+        self.overrides = {**(overrides or {}), **kw_overrides} if kw_overrides else overrides
         self._resolve(channels=None)   # a bad key or value fails here, not in fit
+
+    def set_params(self, **params: Any) -> "HarClassifier":
+        """``config``/``overrides`` as scikit-learn sets them; dotted keys are added to
+        ``overrides``. Checked at once, like the constructor."""
+        before = (self.config, self.overrides)
+        dotted = {k: v for k, v in params.items() if "." in k}
+        try:
+            super().set_params(**{k: v for k, v in params.items() if "." not in k})
+            if dotted:
+                self.overrides = {**(self.overrides or {}), **dotted}
+            self._resolve(channels=None)
+        except Exception:
+            self.config, self.overrides = before   # a rejected value changes nothing
+            raise
+        return self
 
     # ------------------------------------------------------------------ config
 
     def _resolve(self, channels: int | None) -> Config:
-        overrides = dict(self.overrides)
+        config, overrides = self.config, dict(self.overrides or {})
+        if isinstance(config, dict):   # HarClassifier({"train.epochs": 5})
+            config, overrides = None, {**config, **overrides}
+        if config is None:
+            overrides = {**OWN_DATA_DEFAULTS, **overrides}
         overrides["data.dataset"] = "custom"
         if channels is not None and "data.imu_channels" not in overrides:
             overrides["data.imu_channels"] = channels
@@ -71,18 +106,18 @@ class HarClassifier:
                 raise ConfigError(f"X has {channels} channel(s): say what they are with "
                                   "data.custom.layout 'acc' (acc x,y,z in the first three) or "
                                   "'other' (with preproc.dynamic_patch.enabled False)")
-        if self.config is None or isinstance(self.config, Config):
-            raw = self.config.to_dict() if isinstance(self.config, Config) else {}
+        if config is None or isinstance(config, Config):
+            raw = config.to_dict() if isinstance(config, Config) else {}
             try:
                 for key, value in overrides.items():
                     _apply_override(raw, key, value)
             except ConfigError as exc:
                 raise ConfigError(f"HarClassifier: {exc}") from None
-            source = getattr(self.config, "source", "<defaults>") if self.config else "<defaults>"
+            source = getattr(config, "source", "<defaults>") if config is not None else "<defaults>"
             cfg = config_from_dict(raw, source=f"HarClassifier ({source})")
         else:
-            cfg = load_config(self.config, overrides)
-        self.cfg_ = cfg
+            cfg = load_config(config, overrides)
+        self._cfg = cfg
         return cfg
 
     # ------------------------------------------------------------------ data
@@ -103,15 +138,15 @@ class HarClassifier:
             list(range(first_subject, first_subject + n))
         trials = []
         for i, imu in enumerate(series):
-            imu = _recording(imu, f"X[{i}]", self.cfg_.data)
-            trials.append(Trial(imu=imu, imu_hz=float(self.cfg_.data.imu_sr), skeleton=None,
+            imu = _recording(imu, f"X[{i}]", self._fit_cfg.data)
+            trials.append(Trial(imu=imu, imu_hz=float(self._fit_cfg.data.imu_sr), skeleton=None,
                                 skeleton_hz=None, label=0, subject=int(ids[i]),
                                 trial_id=f"x{i}", dataset="custom", subject_known=known))
         return trials
 
     def _cache(self, trials):
         from xtinyhar.preprocess.tokens import build_token_cache
-        return build_token_cache(self.cfg_, trials, list(self._names))
+        return build_token_cache(self._fit_cfg, trials, list(self._names))
 
     # ------------------------------------------------------------------ estimator API
 
@@ -127,6 +162,9 @@ class HarClassifier:
             raise DataError(f"every recording in X must be (T_i, C) with one C; got channel counts "
                             f"{sorted(channels)}")
         cfg = self._resolve(channels=channels.pop())
+        for name in [k for k in vars(self) if k.endswith("_")]:   # a refit starts unfitted
+            delattr(self, name)
+        self._fit_cfg = cfg
         if y is None:
             raise DataError("y is required")
         labels = [_as_key(v) for v in y]
@@ -151,6 +189,7 @@ class HarClassifier:
         self._cache_fit = cache
         self._train, self._val = train, val
         self.train_subjects_ = sorted(int(s) for s in np.unique(cache.subject[train]))
+        self.cfg_ = cfg
         return self
 
     @property
@@ -161,8 +200,8 @@ class HarClassifier:
         return np.array(self._names)
 
     def _check_fitted(self) -> None:
-        if self.model_ is None:
-            raise XTinyHARError("HarClassifier is not fitted; call fit(X, y) first")
+        if getattr(self, "model_", None) is None:
+            raise NotFittedError("HarClassifier is not fitted; call fit(X, y) first")
 
     def predict_proba(self, X) -> np.ndarray:
         """(N, K) probabilities: each recording the mean of its windows' (columns: ``classes_``)."""
@@ -200,17 +239,29 @@ class HarClassifier:
                 "train_subjects": list(self.train_subjects_), "val_subjects": [],
                 "test_subjects": held_out_subjects}
 
-    def export(self, path: str | Path, int8: bool = False, X=None, y=None) -> dict:
-        """Write an ONNX file (and ``<name>_int8.onnx`` with ``int8``) with the export's checks
-        (``xtinyhar.export.to_onnx.export_checkpoint``). Parity and accuracy are measured on
+    def export(self, path: str | Path, int8: bool = False, X=None, y=None, *,
+               tolerance: float = 1e-4, int8_min_agreement: float = 0.95,
+               int8_max_drop: float = 0.02) -> dict:
+        """Write the model as ``xtinyhar export`` does, through the same checks
+        (``xtinyhar.export.to_onnx.export_with_checks``): ONNX for a path ending in ``.onnx``,
+        TFLite for ``.tflite`` (the ``tflite`` extra). ``int8`` also writes
+        ``<name>_int8.onnx`` (static, calibrated on the training windows) or
+        ``<name>_int8.tflite`` (dynamic range), refused by ``Int8Guard(int8_min_agreement,
+        int8_max_drop)`` as ``export --int8`` refuses it. Parity and accuracy are measured on
         ``X``/``y`` when given, else on the validation recordings of ``fit``. Returns the
-        export's reports."""
-        from xtinyhar.export.to_onnx import export_checkpoint
+        export's reports (``"fp32"``, and ``"int8"``)."""
+        from xtinyhar.export.to_onnx import Int8Guard, export_checkpoint
 
         self._check_fitted()
         path = Path(path)
-        if path.suffix != ".onnx":
-            raise XTinyHARError(f"{path}: export writes ONNX; the path should end in .onnx")
+        if path.suffix not in (".onnx", ".tflite"):
+            raise XTinyHARError(f"{path}: export writes ONNX or TFLite; the path should end in "
+                                ".onnx or .tflite")
+        guard = Int8Guard(int8_min_agreement, int8_max_drop)   # checked before any work
+        if path.suffix == ".tflite":
+            from xtinyhar.export.to_tflite import export_checkpoint_tflite as write
+        else:
+            write = export_checkpoint
         if X is not None:
             if y is None:
                 raise DataError("export: X given without y")
@@ -232,7 +283,7 @@ class HarClassifier:
             cache = self._cache_fit
             val_subjects = sorted(int(s) for s in np.unique(cache.subject[self._val]))
             payload = self._payload(val_subjects)
-        return export_checkpoint(self.model_, payload, cache, path, int8=int8)
+        return write(self.model_, payload, cache, path, int8=int8, tolerance=tolerance, guard=guard)
 
 
 def _merge(fit_cache, train: np.ndarray, held):

@@ -288,8 +288,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
     else:
         cfg = _load_cfg(args)
         n_classes, joints = args.classes or 27, args.joints or 20
-        models = [(f"student ({cfg.model.student.arch})", build_student(cfg, n_classes).eval()),
-                  ("teacher", STConvTeacher(teacher_config(cfg, n_classes, joints)).eval())]
+        models = [(f"student ({cfg.model.student.arch})", build_student(cfg, n_classes).eval())]
+        if cfg.data.dataset == "custom":   # own data has no skeleton, so no teacher
+            print("own data (data.dataset custom): no skeleton, so no teacher to profile")
+        else:
+            models.append(("teacher", STConvTeacher(teacher_config(cfg, n_classes, joints)).eval()))
     header = f"{'model':<40} {'params':>9} {'size KB':>9} {'MFLOPs':>9}"
     print(header + "   (batch 1, one window" + (", latency on 1 thread)" if args.latency else ")"))
     for name, model in models:
