@@ -62,7 +62,8 @@ def tflite_latency(model, payload, cache, out: Path, window: np.ndarray, runs: i
     except Exception as exc:  # missing extra or a conversion failure: report, keep going
         print(f"TFLite skipped for {out.name}: {exc}", file=sys.stderr)
         return {}
-    from xtinyhar.export.runtime import HarModel, graph_call
+    from xtinyhar.export.device_timing import graph_call
+    from xtinyhar.export.runtime import HarModel
 
     timed = {}
     for precision in ("fp32", "int8"):
@@ -163,7 +164,7 @@ def main() -> int:
         mr_run = runs / run_name
         if not (mr_run / "summary.json").exists():
             continue
-        from xtinyhar.evaluate.minirocket import fit_minirocket, trial_series
+        from xtinyhar.models.minirocket import fit_minirocket, trial_series
 
         cache = cache_for(yaml.safe_load((mr_run / "config.yaml").read_text())["config"])
         metrics = json.loads((mr_run / "folds" / "0" / "metrics.json").read_text())

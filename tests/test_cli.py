@@ -44,7 +44,7 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
 
 
 def test_set_overrides_config_keys(capsys):
-    assert main(["profile", "--config", str(CONFIGS / "synthetic.yaml"), "--classes", "6",
+    assert main(["profile", "--config", str(CONFIGS / "synthetic.yaml"), "--n-classes", "6",
                  "--set", "model.student.arch=cnn1d", "--set", "train.lr=1e-3"]) == 0
     assert "student (cnn1d)" in capsys.readouterr().out
     assert main(["profile", "--config", str(CONFIGS / "synthetic.yaml"), "--set", "model.student.archh=x"]) == 2
@@ -58,9 +58,9 @@ def test_set_overrides_config_keys(capsys):
 
 def test_profile_refuses_counts_below_one(capsys):
     """--runs 0 ended in a ValueError traceback from measure_latency (after the models
-    were built and profiled), --classes -1 and --joints 0 in torch RuntimeErrors."""
+    were built and profiled), --n-classes -1 and --n-joints 0 in torch RuntimeErrors."""
     base = ["profile", "--config", str(CONFIGS / "synthetic.yaml")]
-    for flag, value in (("--runs", "0"), ("--classes", "-1"), ("--joints", "0")):
+    for flag, value in (("--runs", "0"), ("--n-classes", "-1"), ("--n-joints", "0")):
         assert main([*base, "--latency", flag, value]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"{flag} {value}: must be at least 1" in err
@@ -78,14 +78,14 @@ def test_unwritable_output_is_one_line(tmp_path, capsys):
 
 def test_no_kd_with_a_teacher_is_refused(tmp_path, capsys):
     assert main(["train-student", "--config", str(CONFIGS / "synthetic.yaml"), "--no-kd",
-                 "--teacher", str(tmp_path / "t.pt"), "--save", str(tmp_path / "s.pt")]) == 2
+                 "--teacher", str(tmp_path / "t.pt"), "--out", str(tmp_path / "s.pt")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--no-kd and --teacher" in err
 
 
 def test_profile_refuses_a_skeleton_without_its_hip_joint(capsys):
-    assert main(["profile", "--config", str(CONFIGS / "synthetic.yaml"), "--classes", "6",
-                 "--joints", "2"]) == 2
+    assert main(["profile", "--config", str(CONFIGS / "synthetic.yaml"), "--n-classes", "6",
+                 "--n-joints", "2"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "hip joint 3" in err
 
@@ -100,12 +100,12 @@ def test_outputs_are_checked_before_any_work(tmp_path, capsys):
          f"--out {folder}: is a directory"),
         (["prepare", "--config", str(CONFIGS / "synthetic.yaml"), "--out", str(tmp_path / "c.yaml")],
          "should end in .npz"),
-        (["train-student", "--config", str(CONFIGS / "synthetic.yaml"), "--no-kd", "--save",
-          str(tmp_path / "s.yaml")], "--save"),
-        (["export", "--model", str(tmp_path / "none.pt"), "--out", str(tmp_path / "m.onnx"),
+        (["train-student", "--config", str(CONFIGS / "synthetic.yaml"), "--no-kd", "--out",
+          str(tmp_path / "s.yaml")], "--out"),
+        (["export", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "m.onnx"),
           "--tolerance", "-1"], "--tolerance -1.0: must be a positive number"),
-        (["profile", "--model", str(tmp_path / "none.pt"), "--classes", "5"],
-         "--classes only apply with --config"),
+        (["profile", "--checkpoint", str(tmp_path / "none.pt"), "--n-classes", "5"],
+         "--n-classes only apply with --config"),
         (["stream", "--model", str(tmp_path / "none.onnx"), "--input", str(tmp_path / "x.csv"),
           "--chunk", "0"], "--chunk 0: must be >= 1"),
     ]
@@ -115,7 +115,7 @@ def test_outputs_are_checked_before_any_work(tmp_path, capsys):
         assert err.count("\n") == 0 and fragment in err, (argv, err)
     int8_dir = tmp_path / "m_int8.onnx"
     int8_dir.mkdir()
-    assert main(["export", "--model", str(tmp_path / "none.pt"), "--out", str(tmp_path / "m.onnx"),
+    assert main(["export", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "m.onnx"),
                  "--int8"]) == 2
     assert f"{int8_dir} would be written and is a directory" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m_int8.onnx", "taken.npz"]
@@ -124,7 +124,7 @@ def test_outputs_are_checked_before_any_work(tmp_path, capsys):
 def test_root_and_tokens_together_are_refused(tmp_path, capsys):
     assert main(["train-student", "--config", str(CONFIGS / "synthetic.yaml"), "--no-kd",
                  "--tokens", str(tmp_path / "t.npz"), "--root", str(tmp_path),
-                 "--save", str(tmp_path / "s.pt")]) == 2
+                 "--out", str(tmp_path / "s.pt")]) == 2
     assert "the token cache already holds the data" in capsys.readouterr().err
 
 
@@ -227,7 +227,7 @@ def test_export_of_a_checkpoint_with_a_zero_std_names_the_checkpoint(tmp_path, c
     payload = torch.load(path, weights_only=True)
     payload["state_dict"]["tokenizer.norm_std"][5] = 0.0
     torch.save(payload, path)
-    assert main(["export", "--model", str(path), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert main(["export", "--checkpoint", str(path), "--out", str(tmp_path / "m.onnx")]) == 2
     err = _one_line_error(capsys)
     assert err.startswith(f"error: {path}: normalization std") and "channel 5 (gyro_z)" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["student.pt"]

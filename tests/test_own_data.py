@@ -33,15 +33,15 @@ def test_cv_train_export_predict_without_skeleton(tmp_path, capsys):
     folder = write_csv_folder(tmp_path / "rec", labels=("walk", "sit", "run") * 4,
                               subjects=(1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4))
     config = _config(tmp_path, folder)
-    assert main(["cv", "--config", str(config), "--run", str(tmp_path / "run"), "--max-folds", "1"]) == 0
+    assert main(["cv", "--config", str(config), "--out", str(tmp_path / "run"), "--max-folds", "1"]) == 0
     out = capsys.readouterr().out
     assert out.count("KD off: the data has no skeleton") == 1 and "kfold: 1 fold(s)" in out
 
     student = tmp_path / "s.pt"
-    assert main(["train-student", "--config", str(config), "--save", str(student)]) == 0
+    assert main(["train-student", "--config", str(config), "--out", str(student)]) == 0
     assert "KD off" in capsys.readouterr().out
     onnx = tmp_path / "s.onnx"
-    assert main(["export", "--model", str(student), "--out", str(onnx)]) == 0
+    assert main(["export", "--checkpoint", str(student), "--out", str(onnx)]) == 0
     capsys.readouterr()
 
     assert main(["predict", "--model", str(onnx), "--input", str(folder / "r0.csv")]) == 0
@@ -60,7 +60,7 @@ def test_predefined_split_and_missing_input(tmp_path, capsys):
     folder = write_csv_folder(tmp_path / "rec", labels=("walk", "sit", "run") * 2, subjects=None,
                               splits=("train",) * 3 + ("test",) * 3)
     config = _config(tmp_path, folder, protocol="standard")   # own data: standard = its split
-    assert main(["cv", "--config", str(config), "--run", str(tmp_path / "run")]) == 0
+    assert main(["cv", "--config", str(config), "--out", str(tmp_path / "run")]) == 0
     assert "predefined: 1 fold(s)" in capsys.readouterr().out
     assert main(["predict", "--model", str(tmp_path / "none.onnx"), "--input", str(tmp_path / "x")]) == 2
     assert "--input not found" in capsys.readouterr().err

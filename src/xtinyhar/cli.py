@@ -131,16 +131,16 @@ def _report_test(model, cache, split, cfg, teacher: bool) -> None:
               f"kappa {m['kappa'] if m['kappa'] is None else round(m['kappa'], 3)}  (n={m['n']})")
 
 
-def _workdir(save: str) -> Path:
-    """Resume state of a training command: ``<save>.fit/`` beside the checkpoint."""
-    return Path(str(save) + ".fit")
+def _workdir(out: str) -> Path:
+    """Resume state of a training command: ``<out>.fit/`` beside the checkpoint."""
+    return Path(str(out) + ".fit")
 
 
-def _finish_fit(result, workdir: Path, save: str) -> None:
+def _finish_fit(result, workdir: Path, out: str) -> None:
     """Keep the epoch history beside the checkpoint, drop the resume state, report."""
     history = workdir / "history.csv"
     if history.exists():
-        os.replace(history, Path(str(save)).with_suffix(".history.csv"))
+        os.replace(history, Path(str(out)).with_suffix(".history.csv"))
     shutil.rmtree(workdir, ignore_errors=True)
     chosen = ("last epoch, no validation subjects" if math.isnan(result.best_score)
               else f"validation macro-F1 {result.best_score:.3f}")
@@ -152,21 +152,21 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
     from xtinyhar.train.checkpoints import save_model
     from xtinyhar.train.tasks import fit_teacher
 
-    _output_file(args.save, "--save", ".pt")
+    _output_file(args.out, "--out", ".pt")
     cfg = _load_cfg(args)
     cache = _cache_for(cfg, args)
     split = _split(cfg, cache, args)
     print(f"train subjects {split.train_subjects}, validation {split.val_subjects}, "
           f"test {split.test_subjects}")
-    workdir = _workdir(args.save)
+    workdir = _workdir(args.out)
     trained = fit_teacher(cfg, cache, split.train, split.val, workdir=workdir, resume=args.resume)
-    save_model(args.save, trained.model, cfg=cfg, class_names=cache.class_names,
+    save_model(args.out, trained.model, cfg=cfg, class_names=cache.class_names,
                cache_hash=cache.meta["config_hash"], train_subjects=list(split.train_subjects),
                extra={"val_subjects": [int(s) for s in split.val_subjects],
                              "test_subjects": [int(s) for s in split.test_subjects]})
-    _finish_fit(trained.result, workdir, args.save)
+    _finish_fit(trained.result, workdir, args.out)
     _report_test(trained.model, cache, split, cfg, teacher=True)
-    print(f"wrote {args.save}")
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -178,7 +178,7 @@ def cmd_train_student(args: argparse.Namespace) -> int:
     if args.no_kd and args.teacher:
         raise XTinyHARError(f"--no-kd and --teacher {args.teacher}: choose one (a student "
                             "without KD uses no teacher)")
-    _output_file(args.save, "--save", ".pt")
+    _output_file(args.out, "--out", ".pt")
     cfg = _load_cfg(args)
     cache = _cache_for(cfg, args)
     split = _split(cfg, cache, args)
@@ -190,17 +190,17 @@ def cmd_train_student(args: argparse.Namespace) -> int:
             raise XTinyHARError("train-student needs --teacher CHECKPOINT (or --no-kd)")
         teacher, payload = load_model(args.teacher, "teacher")
         check_teacher(args.teacher, payload, split.train_subjects, cache.meta["config_hash"])
-    workdir = _workdir(args.save)
+    workdir = _workdir(args.out)
     trained = fit_student(cfg, cache, split.train, split.val, teacher=teacher, workdir=workdir,
                           resume=args.resume)
-    save_model(args.save, trained.model, cfg=cfg, class_names=cache.class_names,
+    save_model(args.out, trained.model, cfg=cfg, class_names=cache.class_names,
                cache_hash=cache.meta["config_hash"], train_subjects=list(split.train_subjects),
                extra={"distilled": teacher is not None,
                       "val_subjects": [int(s) for s in split.val_subjects],
                              "test_subjects": [int(s) for s in split.test_subjects]})
-    _finish_fit(trained.result, workdir, args.save)
+    _finish_fit(trained.result, workdir, args.out)
     _report_test(trained.model, cache, split, cfg, teacher=False)
-    print(f"wrote {args.save}")
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -209,8 +209,8 @@ def cmd_cv(args: argparse.Namespace) -> int:
     from xtinyhar.data.splits import resolve_protocol
     from xtinyhar.evaluate.cv import run_cv, summary_table
 
-    if not Path(args.run).is_file():   # a file there: run_cv names the problem
-        _writable_folder(Path(args.run), f"--run {args.run}")
+    if not Path(args.out).is_file():   # a file there: run_cv names the problem
+        _writable_folder(Path(args.out), f"--out {args.out}")
     cfg = _load_cfg(args)
     cache = _cache_for(cfg, args)
     kd = not args.no_kd
@@ -218,14 +218,14 @@ def cmd_cv(args: argparse.Namespace) -> int:
         print(KD_OFF)
         kd = False
     summary = run_cv(cfg, cache, protocol=resolve_protocol(args.protocol or cfg.eval.protocol, cache.meta),
-                     run_dir=args.run, resume=args.resume, kd=kd, max_folds=args.max_folds,
+                     run_dir=args.out, resume=args.resume, kd=kd, max_folds=args.max_folds,
                      jobs=args.jobs)
     wall = summary["wall_seconds"]
     wall = f"{wall:.0f} s wall" if wall is not None else "resumed"
     print(f"{summary['protocol']}: {summary['folds']} fold(s), {wall} ({summary['seconds']:.0f} s "
           f"of fold time, {summary['jobs']} job(s)), test subjects only; mean +- std over folds")
     print(summary_table(summary))
-    print(f"wrote {args.run}/summary.json")
+    print(f"wrote {args.out}/summary.json")
     return 0
 
 
@@ -235,8 +235,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                                           study_caches, study_configs)
 
     study = load_study(args.study)   # checked before anything else is read
-    if not Path(args.run).is_file():   # a file there: run_study names the problem
-        _writable_folder(Path(args.run), f"--run {args.run}")
+    if not Path(args.out).is_file():   # a file there: run_study names the problem
+        _writable_folder(Path(args.out), f"--out {args.out}")
     overrides = parse_overrides(args.set)
     if args.dataset:
         overrides["data.dataset"] = args.dataset
@@ -250,17 +250,24 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     protocol = args.protocol or study.protocol or base.eval.protocol
     cfgs = study_configs(study, args.config, seeds, overrides)
     caches = study_caches(cfgs, args.tokens)
-    table = run_study(study, cfgs, caches, run_dir=args.run, protocol=protocol, seeds=seeds,
+    table = run_study(study, cfgs, caches, run_dir=args.out, protocol=protocol, seeds=seeds,
                       config=args.config, jobs=args.jobs, resume=args.resume)
     print(f"{study.path}: {len(study.variants)} variant(s) x {len(seeds)} seed(s), {table['protocol']}, "
           f"test subjects only")
     print(format_table(table))
-    print(f"wrote {Path(args.run) / TABLE}")
+    print(f"wrote {Path(args.out) / TABLE}")
     return 0
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    """Parameters, size and FLOPs (attention included) of the student and the teacher."""
+    """Parameters, size and FLOPs (attention included) of the student and the teacher, or
+    (--model) the device runtime's latency of exported files."""
+    if args.model:
+        return _profile_exported(args)
+    given = [flag for flag, value in (("--input", args.input), ("--threads", args.threads),
+                                      ("--warmup", args.warmup)) if value is not None]
+    if given:
+        raise XTinyHARError(f"{', '.join(given)} only apply with --model (exported files)")
     import torch
 
     from xtinyhar.evaluate.profile import profile_model
@@ -268,26 +275,28 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from xtinyhar.models.factory import build_student, teacher_config
     from xtinyhar.train.checkpoints import load_model
 
-    for flag, value in (("--runs", args.runs), ("--classes", args.classes), ("--joints", args.joints)):
+    runs = 1000 if args.runs is None else args.runs
+    for flag, value in (("--runs", runs), ("--n-classes", args.n_classes), ("--n-joints", args.n_joints)):
         if value is not None and value < 1:
             raise XTinyHARError(f"{flag} {value}: must be at least 1")
-    if args.model:
+    if args.checkpoint:
         ignored = [flag for flag, value in (("--config", args.config), ("--set", args.set),
-                                            ("--dataset", args.dataset), ("--classes", args.classes),
-                                            ("--joints", args.joints)) if value is not None]
+                                            ("--dataset", args.dataset), ("--n-classes", args.n_classes),
+                                            ("--n-joints", args.n_joints)) if value is not None]
         if ignored:
-            raise XTinyHARError(f"profile --model takes its settings from the checkpoint; "
+            raise XTinyHARError(f"profile --checkpoint takes its settings from the checkpoint; "
                                 f"{', '.join(ignored)} only apply with --config")
     models = []
-    if args.model:
-        for path in args.model:
+    if args.checkpoint:
+        for path in args.checkpoint:
             model, payload = load_model(path)
             models.append((f"{payload['kind']} ({path})", model))
     elif not args.config:
-        raise XTinyHARError("profile needs --config (untrained models) or --model CHECKPOINT ...")
+        raise XTinyHARError("profile needs --config (untrained models), --checkpoint CHECKPOINT ... "
+                            "or --model EXPORTED_FILE ...")
     else:
         cfg = _load_cfg(args)
-        n_classes, joints = args.classes or 27, args.joints or 20
+        n_classes, joints = args.n_classes or 27, args.n_joints or 20
         models = [(f"student ({cfg.model.student.arch})", build_student(cfg, n_classes).eval())]
         if cfg.data.dataset == "custom":   # own data has no skeleton, so no teacher
             print("own data (data.dataset custom): no skeleton, so no teacher to profile")
@@ -303,7 +312,26 @@ def cmd_profile(args: argparse.Namespace) -> int:
         prof = profile_model(name, model, *inputs)
         print(f"{name:<40} {prof.params:>9,} {prof.size_bytes / 1024:>9.1f} {prof.flops / 1e6:>9.2f}")
         if args.latency:
-            print("\n".join(_edge_rows(model, inputs, args.runs)))
+            print("\n".join(_edge_rows(model, inputs, runs)))
+    return 0
+
+
+def _profile_exported(args: argparse.Namespace) -> int:
+    """Time exported .onnx / .tflite files with the device runtime (numpy and ONNX Runtime
+    or LiteRT only: this path imports neither torch nor PyYAML, so it runs on a device)."""
+    from xtinyhar.export.device_timing import timing_table
+
+    given = [flag for flag, value in (("--config", args.config), ("--set", args.set),
+                                      ("--dataset", args.dataset), ("--checkpoint", args.checkpoint),
+                                      ("--n-classes", args.n_classes), ("--n-joints", args.n_joints))
+             if value is not None] + (["--latency"] if args.latency else [])
+    if given:
+        raise XTinyHARError(f"profile --model times exported files; {', '.join(given)} do not apply")
+    for line in timing_table(args.model, input_path=args.input,
+                             runs=1000 if args.runs is None else args.runs,
+                             warmup=100 if args.warmup is None else args.warmup,
+                             threads=1 if args.threads is None else args.threads):
+        print(line, flush=True)
     return 0
 
 
@@ -383,11 +411,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     for path in written[1:]:
         if path.is_dir():
             raise XTinyHARError(f"--out {args.out}: {path} would be written and is a directory")
-    model, payload = load_model(args.model)
+    model, payload = load_model(args.checkpoint)
     if payload["kind"] != "student":
-        raise XTinyHARError(f"{args.model}: is a {payload['kind']} checkpoint; export takes the "
+        raise XTinyHARError(f"{args.checkpoint}: is a {payload['kind']} checkpoint; export takes the "
                             "IMU-only student (the teacher needs a skeleton a wearable does not have)")
-    _, cache = _student_data(args, payload, args.model)
+    _, cache = _student_data(args, payload, args.checkpoint)
     if args.format == "tflite":
         from xtinyhar.export.to_tflite import export_checkpoint_tflite
 
@@ -417,7 +445,9 @@ def cmd_stream(args: argparse.Namespace) -> int:
     the whole-trial one (a whole-trial model: only the latter)."""
     import numpy as np
 
-    from xtinyhar.export.runtime import HarModel, Streamer, read_imu_csv
+    from xtinyhar.export.recording import read_imu_csv
+    from xtinyhar.export.runtime import HarModel, Streamer
+    from xtinyhar.preprocess.arrays import pad_end
 
     for flag, value in (("--chunk", args.chunk), ("--stride", args.stride)):
         if value is not None and value < 1:
@@ -453,7 +483,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
             raise XTinyHARError(f"{path}: {len(imu)} samples, fewer than the model's window of "
                                 f"{model.window} ({model.window / model.imu_hz:g} s at "
                                 f"{model.imu_hz:g} Hz); --pad repeats the last sample as training does")
-        imu = np.concatenate([imu, np.repeat(imu[-1:], model.window - len(imu), axis=0)])
+        imu = pad_end(imu, model.window)
         print(f"{path.name}: padded to {model.window} samples by repeating the last one")
     stream = Streamer(model, args.stride)
     print(f"{path.name}: {len(imu)} samples at {model.imu_hz:g} Hz, window {model.window}, "
@@ -471,7 +501,7 @@ def read_predict_input(path: Path, channels: int) -> "np.ndarray":
     dropped, or bare numbers) or a UTD-MHAD ``*_inertial.mat``; float32 (T, C)."""
     import numpy as np
 
-    from xtinyhar.export.runtime import read_imu_csv
+    from xtinyhar.export.recording import read_imu_csv
 
     if path.suffix.lower() == ".mat":
         from xtinyhar.data.utd_mhad import read_inertial
@@ -574,20 +604,20 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from xtinyhar.train.checkpoints import load_model
     from xtinyhar.xai.explain import explain
 
-    student, payload = load_model(args.model, "student")
+    student, payload = load_model(args.checkpoint, "student")
     if not hasattr(student, "tokenizer"):
-        raise XTinyHARError(f"{args.model}: explain needs the Inertial Transformer (attention maps); "
+        raise XTinyHARError(f"{args.checkpoint}: explain needs the Inertial Transformer (attention maps); "
                             f"this is a {payload['model_config'].get('arch')} baseline")
     if args.config:
         _load_cfg(args)      # validates the file; the model's own config defines the windows
-    _, cache = _student_data(args, payload, args.model)
+    _, cache = _student_data(args, payload, args.checkpoint)
     teacher = compare = None
     labels = ("distilled student" if payload.get("distilled") else "student", "comparison")
     if args.teacher:
         teacher, t_payload = load_model(args.teacher, "teacher")
         if (sorted(t_payload["train_subjects"]) != sorted(payload["train_subjects"])
                 or t_payload.get("cache_hash") != payload.get("cache_hash")):
-            raise XTinyHARError(f"{args.teacher}: trained on other subjects or windows than {args.model}")
+            raise XTinyHARError(f"{args.teacher}: trained on other subjects or windows than {args.checkpoint}")
     if args.max_windows < 1 or args.steps < 1:
         raise XTinyHARError("--max-windows and --steps must be >= 1")
     if args.compare:
@@ -596,7 +626,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             raise XTinyHARError(f"{args.compare}: a baseline has no attention maps to compare")
         if (sorted(c_payload["train_subjects"]) != sorted(payload["train_subjects"])
                 or c_payload.get("cache_hash") != payload.get("cache_hash")):
-            raise XTinyHARError(f"{args.compare}: trained on other subjects or windows than {args.model}")
+            raise XTinyHARError(f"{args.compare}: trained on other subjects or windows than {args.checkpoint}")
         labels = (labels[0], "distilled student" if c_payload.get("distilled") else "student without KD")
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     summary = explain(student, payload, cache, args.out, teacher=teacher, compare=compare,
@@ -646,26 +676,27 @@ def _add_split(parser: argparse.ArgumentParser) -> None:
 EXAMPLES = {
     "prepare": ["xtinyhar prepare --config configs/utd_mhad.yaml --out data_cache/utd_tokens.npz"],
     "train-teacher": ["xtinyhar train-teacher --config configs/utd_mhad.yaml --tokens data_cache/utd_tokens.npz "
-                      "--save runs/teacher_utd.pt"],
+                      "--out runs/teacher_utd.pt"],
     "train-student": ["xtinyhar train-student --config configs/utd_mhad.yaml --tokens data_cache/utd_tokens.npz "
-                      "--teacher runs/teacher_utd.pt --save runs/student_utd.pt"],
-    "cv": ["xtinyhar cv --config configs/utd_mhad.yaml --tokens data_cache/utd_tokens.npz --run runs/utd_kfold",
+                      "--teacher runs/teacher_utd.pt --out runs/student_utd.pt"],
+    "cv": ["xtinyhar cv --config configs/utd_mhad.yaml --tokens data_cache/utd_tokens.npz --out runs/utd_kfold",
            "xtinyhar cv --config configs/utd_mhad.yaml --protocol standard --no-kd --set model.student.arch=cnn1d "
-           "--run runs/cnn_standard"],
+           "--out runs/cnn_standard"],
     "ablate": ["xtinyhar ablate --config configs/utd_mhad.yaml --study configs/ablations/utd_mhad.yaml "
-               "--tokens data_cache/utd_tokens.npz --run runs/ablate_utd --jobs 2"],
+               "--tokens data_cache/utd_tokens.npz --out runs/ablate_utd --jobs 2"],
     "profile": ["xtinyhar profile --config configs/utd_mhad.yaml --latency",
-                "xtinyhar profile --model runs/utd_kfold/folds/0/student.pt"],
-    "export": ["xtinyhar export --model runs/utd_kfold/folds/0/student.pt --out exports/student.onnx --int8",
-               "xtinyhar export --model runs/utd_kfold/folds/0/student.pt --format tflite --out exports/student.tflite"],
+                "xtinyhar profile --checkpoint runs/utd_kfold/folds/0/student.pt",
+                "xtinyhar profile --model exports/student.onnx exports/student_int8.onnx --input recording.csv"],
+    "export": ["xtinyhar export --checkpoint runs/utd_kfold/folds/0/student.pt --out exports/student.onnx --int8",
+               "xtinyhar export --checkpoint runs/utd_kfold/folds/0/student.pt --format tflite --out exports/student.tflite"],
     "stream": ["xtinyhar stream --model exports/sliding_student.onnx --input recording.csv --stride 25"],
     "predict": ["xtinyhar predict --model exports/student.onnx --input recordings/ --out predictions.csv"],
-    "explain": ["xtinyhar explain --model runs/utd_kfold/folds/0/student.pt --teacher runs/utd_kfold/folds/0/teacher.pt "
+    "explain": ["xtinyhar explain --checkpoint runs/utd_kfold/folds/0/student.pt --teacher runs/utd_kfold/folds/0/teacher.pt "
                 "--out xai_outputs/fold0"],
     "report": ["xtinyhar report --run runs/utd_kfold --out reports/kfold",
                "xtinyhar report --ablation runs/ablate_utd --out reports/ablation"],
 }
-"""One or two example command lines per subcommand, shown at the end of its --help
+"""One to three example command lines per subcommand, shown at the end of its --help
 (tests/test_cli.py parses each one)."""
 
 
@@ -677,7 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     prep = sub.add_parser("prepare", help="build the token cache (.npz) from a dataset")
     _add_common(prep, tokens=False)
-    prep.add_argument("--out", required=True, help="where to write the cache, e.g. data_cache/utd_tokens.npz")
+    prep.add_argument("--out", required=True, help="token cache file to write, e.g. data_cache/utd_tokens.npz")
     prep.add_argument("--skip-bad", action="store_true",
                       help="skip unreadable or inconsistent trials with a warning instead of failing")
     prep.set_defaults(func=cmd_prepare)
@@ -685,9 +716,9 @@ def build_parser() -> argparse.ArgumentParser:
     teach = sub.add_parser("train-teacher", help="train the skeleton + IMU teacher on one split")
     _add_common(teach)
     _add_split(teach)
-    teach.add_argument("--save", required=True, help="checkpoint to write, e.g. runs/teacher_utd.pt")
+    teach.add_argument("--out", required=True, help="checkpoint file to write, e.g. runs/teacher_utd.pt")
     teach.add_argument("--resume", action="store_true",
-                       help="continue an interrupted run from its last finished epoch (<save>.fit/)")
+                       help="continue an interrupted run from its last finished epoch (<out>.fit/)")
     teach.set_defaults(func=cmd_train_teacher)
 
     stud = sub.add_parser("train-student", help="train the IMU-only student, distilled from a teacher")
@@ -695,9 +726,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_split(stud)
     stud.add_argument("--teacher", help="teacher checkpoint from train-teacher (same split)")
     stud.add_argument("--no-kd", action="store_true", help="train without distillation")
-    stud.add_argument("--save", required=True, help="checkpoint to write, e.g. runs/student_it_utd.pt")
+    stud.add_argument("--out", required=True, help="checkpoint file to write, e.g. runs/student_utd.pt")
     stud.add_argument("--resume", action="store_true",
-                      help="continue an interrupted run from its last finished epoch (<save>.fit/)")
+                      help="continue an interrupted run from its last finished epoch (<out>.fit/)")
     stud.set_defaults(func=cmd_train_student)
 
     cv = sub.add_parser("cv", help="subject-independent cross-validation of teacher + student")
@@ -705,7 +736,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--protocol", choices=PROTOCOLS,
                     help="default: eval.protocol of the config; 'validation' holds out standard "
                          "training subjects in turn and never uses the test subjects")
-    cv.add_argument("--run", required=True, help="run directory, e.g. runs/utd_kfold")
+    cv.add_argument("--out", required=True, help="run folder to write, e.g. runs/utd_kfold")
     cv.add_argument("--resume", action="store_true", help="skip finished folds, continue the rest")
     cv.add_argument("--no-kd", action="store_true", help="student without teacher (KD ablation)")
     cv.add_argument("--max-folds", type=int, help="run only the first N folds (quick checks)")
@@ -719,8 +750,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "and seeds, with paired differences to the reference")
     _add_common(abl)
     abl.add_argument("--study", required=True, help="study file, e.g. configs/ablations/utd_mhad.yaml")
-    abl.add_argument("--run", required=True,
-                     help="study folder: one cv run folder per variant and seed, and ablation.json")
+    abl.add_argument("--out", required=True,
+                     help="study folder to write: one cv run folder per variant and seed, and ablation.json")
     abl.add_argument("--protocol", choices=PROTOCOLS,
                      help="default: the study's protocol, else eval.protocol of the config")
     abl.add_argument("--seeds", type=int, nargs="+", help="default: the study's seeds, else train.seed")
@@ -730,23 +761,33 @@ def build_parser() -> argparse.ArgumentParser:
                      help="skip finished runs, continue the others (finished folds kept)")
     abl.set_defaults(func=cmd_ablate)
 
-    prof = sub.add_parser("profile", help="parameters, size and FLOPs of the models")
+    prof = sub.add_parser("profile", help="parameters, size and FLOPs of the models; latency of "
+                                          "exported files on this machine")
     prof.add_argument("--config", help="build untrained models from this config")
     prof.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     prof.add_argument("--dataset", choices=DATASETS)
-    prof.add_argument("--model", nargs="+", help="checkpoints to profile instead")
-    prof.add_argument("--classes", type=int, help="classes, with --config (default 27)")
+    prof.add_argument("--checkpoint", nargs="+", help="checkpoints (.pt) to profile instead")
+    prof.add_argument("--model", nargs="+",
+                      help="exported .onnx / .tflite files to time with the device runtime instead "
+                           "(numpy and onnxruntime only): size, HarModel.predict and bare graph latency")
+    prof.add_argument("--n-classes", type=int, help="number of classes, with --config (default 27)")
     prof.add_argument("--latency", action="store_true",
                       help="also peak memory, file sizes and batch-1 latency (PyTorch eager, ONNX Runtime fp32/int8, "
                            "TFLite fp32/int8 when the tflite extra is installed)")
-    prof.add_argument("--runs", type=int, default=1000, help="timed calls per latency (default 1000)")
-    prof.add_argument("--joints", type=int, help="skeleton joints, with --config (default 20)")
+    prof.add_argument("--runs", type=int, help="timed calls per latency (default 1000)")
+    prof.add_argument("--n-joints", type=int, help="number of skeleton joints, with --config (default 20)")
+    prof.add_argument("--input", help="with --model: a CSV recording (acc x,y,z in g, gyro x,y,z in deg/s) "
+                                      "whose first window is timed (default: a still window)")
+    prof.add_argument("--warmup", type=int, help="with --model: untimed calls first (default 100)")
+    prof.add_argument("--threads", type=int, help="with --model: threads per model (default 1)")
     prof.set_defaults(func=cmd_profile)
     export = sub.add_parser("export", help="export a student to ONNX (+ int8) with parity checks")
-    export.add_argument("--model", required=True, help="student checkpoint, e.g. runs/utd/folds/0/student.pt")
+    export.add_argument("--checkpoint", required=True, help="student checkpoint, e.g. runs/utd/folds/0/student.pt")
     export.add_argument("--format", choices=("onnx", "tflite"), default="onnx",
                         help="onnx (default) or tflite (needs the optional extra: pip install -e '.[tflite]')")
-    export.add_argument("--out", required=True, help="e.g. exports/xtinyhar_student.onnx (or .tflite)")
+    export.add_argument("--out", required=True,
+                        help="model file to write, e.g. exports/xtinyhar_student.onnx (or .tflite), "
+                             "with its <out>.json sidecar")
     export.add_argument("--int8", action="store_true",
                         help="also write <out>_int8: ONNX static int8 calibrated on training subjects, "
                              "or TFLite dynamic-range int8")
@@ -776,19 +817,19 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--input", required=True,
                       help="a recording (CSV with a header of channel names, or *_inertial.mat) "
                            "or a folder of them (manifest.csv is skipped)")
-    pred.add_argument("--out", help="write one row per window and per recording (window 'all') to this CSV")
+    pred.add_argument("--out", help="CSV file to write: one row per window and per recording (window 'all')")
     pred.add_argument("--hz", type=float,
                       help="sampling rate of the input, resampled to the model's (default: the model's)")
     pred.set_defaults(func=cmd_predict)
     expl = sub.add_parser("explain", help="IG, attention rollout, teacher-student similarity, deletion curves")
-    expl.add_argument("--model", required=True, help="student checkpoint")
-    expl.add_argument("--teacher", help="teacher of the same fold (for attention similarity)")
-    expl.add_argument("--compare", help="another student of the same fold, e.g. trained with --no-kd")
+    expl.add_argument("--checkpoint", required=True, help="student checkpoint (.pt)")
+    expl.add_argument("--teacher", help="teacher checkpoint of the same fold (for attention similarity)")
+    expl.add_argument("--compare", help="another student checkpoint of the same fold, e.g. trained with --no-kd")
     expl.add_argument("--config", help="config file (checked; the windows follow the model's own config)")
     expl.add_argument("--set", action="append", metavar="KEY=VALUE", help=argparse.SUPPRESS)
     expl.add_argument("--root", help="dataset folder, if not where the model was trained")
     expl.add_argument("--tokens", help="token cache the model was trained with (default: build)")
-    expl.add_argument("--out", required=True, help="output folder, e.g. xai_outputs/")
+    expl.add_argument("--out", required=True, help="folder to write, e.g. xai_outputs/")
     expl.add_argument("--classes", help="comma-separated class names to explain (default: all)")
     expl.add_argument("--max-windows", type=int, default=200, help="held-out windows to use (default 200)")
     expl.add_argument("--steps", type=int, default=64, help="IG path steps (default 64)")
@@ -805,7 +846,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--ablation", help="an `xtinyhar ablate` study folder (or its ablation.json): "
                                         "ablation.tex and ablation.png")
     rep.add_argument("--label", action="append", help="a name for each --run in tables (default: folder name)")
-    rep.add_argument("--out", required=True, help="output folder, e.g. reports/")
+    rep.add_argument("--out", required=True, help="folder to write, e.g. reports/")
     rep.add_argument("--level", choices=("trial", "window"), default="trial",
                      help="score trials (a trial = mean of its windows) or windows (default trial)")
     rep.set_defaults(func=cmd_report)

@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from xtinyhar.errors import ConfigError, require_file
 
 log = logging.getLogger(__name__)
@@ -371,31 +369,38 @@ def _validate(cfg: Config) -> None:
                               "preproc.dynamic_patch.enabled: false (fixed patching)")
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+def _unique_key_loader():
     """A SafeLoader that refuses a mapping holding the same key twice (PyYAML keeps the last
-    one silently, so a repeated key would override the first without a word)."""
+    one silently, so a repeated key would override the first without a word). PyYAML is
+    imported here, not with the module: the device runtime's commands read no YAML."""
+    import yaml
 
-    def construct_mapping(self, node, deep=False):
-        seen: dict = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":   # `<<: *anchor` may repeat keys
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            line = key_node.start_mark.line + 1
-            try:
-                if key in seen:
-                    raise ConfigError(f"duplicate key {key!r} (line {line}; first on line "
-                                      f"{seen[key]}); keep one of them")
-                seen[key] = line
-            except TypeError:   # an unhashable key: the base class reports it
-                continue
-        return super().construct_mapping(node, deep=deep)
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":   # `<<: *anchor` may repeat keys
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        raise ConfigError(f"duplicate key {key!r} (line {line}; first on line "
+                                          f"{seen[key]}); keep one of them")
+                    seen[key] = line
+                except TypeError:   # an unhashable key: the base class reports it
+                    continue
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def _read_yaml(path: Path) -> Any:
     """The YAML document in ``path``, or a one-line ConfigError naming it."""
+    import yaml
+
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_unique_key_loader())
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text YAML config (binary or non-UTF-8 content)") from None
     except ConfigError as exc:

@@ -107,7 +107,7 @@ def test_resume_skips_finished_folds(tiny, caplog):
 
 def test_refuses_to_overwrite_a_run(tiny, capsys):
     code = main(["cv", "--config", str(tiny["config"]), "--tokens", str(tiny["tokens"]),
-                 "--run", str(tiny["run"])])
+                 "--out", str(tiny["run"])])
     assert code == 2 and "pass --resume" in capsys.readouterr().err
 
 
@@ -115,30 +115,30 @@ def test_train_teacher_then_student_commands(tiny, capsys):
     folder = tiny["folder"]
     common = ["--config", str(tiny["config"]), "--tokens", str(tiny["tokens"]),
               "--protocol", "kfold", "--fold", "1"]
-    assert main(["train-teacher", *common, "--save", str(folder / "t.pt")]) == 0
+    assert main(["train-teacher", *common, "--out", str(folder / "t.pt")]) == 0
     assert main(["train-student", *common, "--teacher", str(folder / "t.pt"),
-                 "--save", str(folder / "s.pt")]) == 0
+                 "--out", str(folder / "s.pt")]) == 0
     out = capsys.readouterr().out
     assert "test trial  accuracy" in out and (folder / "s.pt").exists()
     # the epoch history stays beside the checkpoint; the resume state is gone once finished
     assert (folder / "s.history.csv").read_text().startswith("epoch,train_loss")
     assert not (folder / "s.pt.fit").exists() and not (folder / "t.pt.fit").exists()
     # --resume with no interrupted state simply trains from the start
-    assert main(["train-student", *common, "--no-kd", "--resume", "--save", str(folder / "s2.pt")]) == 0
+    assert main(["train-student", *common, "--no-kd", "--resume", "--out", str(folder / "s2.pt")]) == 0
     assert "kept epoch" in capsys.readouterr().out
     # a teacher trained on other subjects is refused (it would leak the student's test set)
     code = main(["train-student", "--config", str(tiny["config"]), "--tokens", str(tiny["tokens"]),
                  "--protocol", "kfold", "--fold", "0", "--teacher", str(folder / "t.pt"),
-                 "--save", str(folder / "s0.pt")])
+                 "--out", str(folder / "s0.pt")])
     assert code == 2 and "must not have seen" in capsys.readouterr().err
     # ... and so is one trained on other windows (here: whole trials instead of sliding windows)
     code = main(["train-student", "--config", str(tiny["config"]), "--protocol", "kfold", "--fold", "1",
                  "--set", "data.segmentation=trial", "--teacher", str(folder / "t.pt"),
-                 "--save", str(folder / "s_trial.pt")])
+                 "--out", str(folder / "s_trial.pt")])
     assert code == 2 and "trained on other windows" in capsys.readouterr().err
-    assert main(["profile", "--model", str(folder / "s.pt"), str(folder / "t.pt")]) == 0
+    assert main(["profile", "--checkpoint", str(folder / "s.pt"), str(folder / "t.pt")]) == 0
     assert "MFLOPs" in capsys.readouterr().out
-    assert main(["profile", "--model", str(folder / "s.pt"), str(folder / "t.pt"), "--latency",
+    assert main(["profile", "--checkpoint", str(folder / "s.pt"), str(folder / "t.pt"), "--latency",
                  "--runs", "5"]) == 0
     text = capsys.readouterr().out
     student_part, teacher_part = text.split("\nteacher")
@@ -152,14 +152,14 @@ def test_stale_tokens_are_refused(tiny, tmp_path, capsys):
     raw["data"]["stride"] = 25
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump(raw))
-    code = main(["cv", "--config", str(other), "--tokens", str(tiny["tokens"]), "--run", str(tmp_path / "r")])
+    code = main(["cv", "--config", str(other), "--tokens", str(tiny["tokens"]), "--out", str(tmp_path / "r")])
     assert code == 2 and "stale token cache" in capsys.readouterr().err
 
 
 def test_explain_command_writes_every_output(tiny, tmp_path, capsys):
     fold = tiny["run"] / "folds" / "0"
     out = tmp_path / "xai"
-    args = ["explain", "--model", str(fold / "student.pt"), "--teacher", str(fold / "teacher.pt"),
+    args = ["explain", "--checkpoint", str(fold / "student.pt"), "--teacher", str(fold / "teacher.pt"),
             "--config", str(tiny["config"]), "--tokens", str(tiny["tokens"]), "--out", str(out),
             "--max-windows", "12", "--steps", "8"]
     assert main(args) == 0
@@ -366,7 +366,7 @@ def test_resume_redoes_a_damaged_fold_and_skips_the_intact_ones(tiny, tmp_path, 
     damage(run / "folds" / "1")
     with caplog.at_level("INFO"):
         code = main(["cv", "--config", str(tiny["config"]), "--tokens", str(tiny["tokens"]),
-                     "--run", str(run), "--resume"])
+                     "--out", str(run), "--resume"])
     assert code == 0
     redone = [r.getMessage() for r in caplog.records if "redoing the fold from scratch" in r.getMessage()]
     assert len(redone) == 1 and redone[0].startswith("fold 1: ") and "folds/1/" in redone[0]
@@ -383,7 +383,7 @@ def test_more_folds_than_subjects_fails_before_the_run_folder_exists(tiny, tmp_p
     """eval.folds=20 with 6 subjects used to fail after config.yaml was written, so the
     corrected rerun was refused ("run directory exists") and so was --resume."""
     run = tmp_path / "run"
-    common = ["cv", "--config", str(tiny["config"]), "--tokens", str(tiny["tokens"]), "--run", str(run)]
+    common = ["cv", "--config", str(tiny["config"]), "--tokens", str(tiny["tokens"]), "--out", str(run)]
     assert main([*common, "--set", "eval.folds=20"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: eval.folds (20) is more than the number of subjects (6)"
@@ -401,7 +401,7 @@ def test_a_fold_killed_mid_training_resumes_to_the_uninterrupted_result(tiny, tm
     import time
 
     run = tmp_path / "run"
-    args = ["cv", "--config", str(tiny["config"]), "--tokens", str(tiny["tokens"]), "--run", str(run)]
+    args = ["cv", "--config", str(tiny["config"]), "--tokens", str(tiny["tokens"]), "--out", str(run)]
     proc = subprocess.Popen([sys.executable, "-m", "xtinyhar.cli", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     fold1 = run / "folds" / "1"

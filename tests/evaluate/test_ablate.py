@@ -129,7 +129,7 @@ def study(tmp_path_factory):
     assert main(["prepare", "--config", str(config), "--out", str(tokens)]) == 0
     study_file = write_study(folder / "study.yaml", STUDY)
     run = folder / "study"
-    code = main(["ablate", "--config", str(config), "--study", study_file, "--run", str(run),
+    code = main(["ablate", "--config", str(config), "--study", study_file, "--out", str(run),
                  "--tokens", str(tokens), "--jobs", "2"])
     assert code == 0
     return {"folder": folder, "config": config, "tokens": tokens, "study": study_file, "run": run,
@@ -189,7 +189,7 @@ def test_the_table_pairs_folds_and_seeds(study, capsys):
 
 def test_existing_study_folder_is_refused_without_resume(study, capsys):
     code = main(["ablate", "--config", str(study["config"]), "--study", study["study"],
-                 "--run", str(study["run"]), "--tokens", str(study["tokens"])])
+                 "--out", str(study["run"]), "--tokens", str(study["tokens"])])
     assert code == 2 and "pass --resume" in capsys.readouterr().err
 
 

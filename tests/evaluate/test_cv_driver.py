@@ -66,12 +66,12 @@ def test_max_folds_below_one_is_refused_before_anything_runs(small, tmp_path, ma
 
 
 def test_a_run_path_that_is_a_file_is_a_one_line_error(small, tmp_path):
-    """--run pointing at a file ended in a NotADirectoryError traceback."""
+    """--out pointing at a file ended in a NotADirectoryError traceback."""
     cfg, cache = small
     path = tmp_path / "summary.json"
     path.write_text("{}")
     for resume in (False, True):
-        with pytest.raises(XTinyHARError, match="summary.json: --run must be a directory"):
+        with pytest.raises(XTinyHARError, match="summary.json: --out must be a directory"):
             run_cv(cfg, cache, protocol="kfold", run_dir=path, resume=resume)
     assert path.read_text() == "{}"
 
@@ -92,5 +92,5 @@ def test_resume_with_damaged_run_files_is_a_one_line_error(small, tmp_path):
     assert "\n" not in str(err.value)
     finished_run(tmp_path / "config", cfg, records)
     (tmp_path / "config" / "config.yaml").write_text("config: [unclosed\n")
-    with pytest.raises(XTinyHARError, match=r"config.yaml: unreadable .*choose another --run"):
+    with pytest.raises(XTinyHARError, match=r"config.yaml: unreadable .*choose another --out"):
         run_cv(cfg, cache, protocol="kfold", run_dir=tmp_path / "config", resume=True)

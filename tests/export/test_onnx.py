@@ -13,7 +13,8 @@ from xtinyhar.cli import main
 from xtinyhar.config import load_config
 from xtinyhar.data.splits import make_splits
 from xtinyhar.errors import DataError
-from xtinyhar.export.runtime import HarModel, Streamer, read_imu_csv, sidecar_path
+from xtinyhar.export.recording import read_imu_csv
+from xtinyhar.export.runtime import HarModel, Streamer, sidecar_path
 from xtinyhar.export.to_onnx import (METADATA_KEY, ExportError, Int8Guard, annotate_onnx,
                                      export_checkpoint, int8_saturation_risks, onnx_logits)
 from xtinyhar.train.checkpoints import load_model, save_model
@@ -150,12 +151,12 @@ def test_export_command_refuses_a_broken_int8_file(student, tmp_path, capsys, mo
 
     monkeypatch.setattr(to_onnx, "ONNX", broken_int8(to_onnx.ONNX))
     out = tmp_path / "cli.onnx"
-    assert main(["export", "--model", str(student["ckpt"]), "--out", str(out), "--int8"]) == 2
+    assert main(["export", "--checkpoint", str(student["ckpt"]), "--out", str(out), "--int8"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "int8 refused" in err and "nothing was written" in err
     assert list(tmp_path.iterdir()) == []
     for flag in ("--int8-min-agreement", "--int8-max-drop"):
-        assert main(["export", "--model", str(student["ckpt"]), "--out", str(out), "--int8",
+        assert main(["export", "--checkpoint", str(student["ckpt"]), "--out", str(out), "--int8",
                      flag, "1.5"]) == 2
         assert f"{flag} 1.5: must be in [0, 1]" in capsys.readouterr().err
 
@@ -209,23 +210,22 @@ def test_metadata_inside_the_file_and_beside_it(student):
     assert HarModel(alone).class_names == meta["class_names"]
 
 
-def test_sidecar_is_named_after_the_whole_file_and_older_names_are_read_per_format(student, tmp_path):
-    """x.onnx and x.tflite keep their own x.onnx.json / x.tflite.json; a file exported before
-    that reads the old x.json only when it describes the same format (else the metadata
-    inside the ONNX file), so a TFLite export of the same name cannot hijack an ONNX model."""
+def test_sidecar_is_named_after_the_whole_file_and_only_it_is_read(student, tmp_path):
+    """x.onnx and x.tflite keep their own x.onnx.json / x.tflite.json; an x.json beside the
+    file is not its sidecar and is never read (the metadata inside the ONNX file is used)."""
     import os
     import shutil
 
     assert sidecar_path(tmp_path / "x.onnx").name == "x.onnx.json"
     assert oct(os.stat(student["onnx"]).st_mode & 0o044) == oct(0o044 & ~_umask())  # readable by others
-    old = tmp_path / "old.onnx"
-    shutil.copy(student["onnx"], old)
+    other = tmp_path / "other.onnx"
+    shutil.copy(student["onnx"], other)
     meta = json.loads(sidecar_path(student["onnx"]).read_text())
-    (tmp_path / "old.json").write_text(json.dumps({**meta, "stride": 7}))
-    with pytest.raises(DataError, match="old.json: stride differs"):    # old name, same format:
-        HarModel(old)                                                   # read, and checked
-    (tmp_path / "old.json").write_text(json.dumps({**meta, "format": "tflite", "stride": 7}))
-    assert HarModel(old).stride == meta["stride"]                       # another format's: ignored
+    (tmp_path / "other.json").write_text(json.dumps({**meta, "stride": 7}))
+    assert HarModel(other).stride == meta["stride"]
+    sidecar_path(other).write_text(json.dumps({**meta, "stride": 7}))
+    with pytest.raises(DataError, match="other.onnx.json: stride differs"):   # the sidecar is
+        HarModel(other)                                                         # read, and checked
 
 
 def _umask() -> int:
@@ -272,19 +272,25 @@ def test_runtime_needs_no_torch(student, utd_cache):
     assert probs.argmax(1).tolist() == torch_logits(student["model"], utd_cache.imu[index]).argmax(1).tolist()
 
 
+def time_main(args: list) -> int:
+    """``xtinyhar profile --model ARGS``: the device timing command (files, then flags)."""
+    return main(["profile", "--model", *[str(a) for a in args]])
+
+
 def run_timing_without_torch(args: list[str]) -> subprocess.CompletedProcess:
-    """``python -m xtinyhar.export.runtime ARGS`` in a fresh process that fails if torch
-    gets imported (a device has none)."""
+    """``xtinyhar profile --model ARGS`` in a fresh process that fails if torch, PyYAML or
+    scipy gets imported (a device has numpy and onnxruntime only)."""
     code = ("import sys\n"
-            "from xtinyhar.export.runtime import main\n"
-            f"code = main({[str(a) for a in args]!r})\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'\n"
+            "from xtinyhar.cli import main\n"
+            f"code = main(['profile', '--model', *{[str(a) for a in args]!r}])\n"
+            "for name in ('torch', 'yaml', 'scipy'):\n"
+            "    assert name not in sys.modules, f'{name} was imported'\n"
             "sys.exit(code)\n")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
 
 
 def test_device_timing_command_without_torch(student, utd_trials, tmp_path):
-    """``python -m xtinyhar.export.runtime`` times a file with numpy + onnxruntime only."""
+    """``xtinyhar profile --model`` times a file with numpy + onnxruntime only."""
     trials, _ = utd_trials
     csv = tmp_path / "trial.csv"
     np.savetxt(csv, trials[3].imu, delimiter=",", header="ax,ay,az,gx,gy,gz", comments="")
@@ -302,8 +308,6 @@ def test_device_timing_command_without_torch(student, utd_trials, tmp_path):
     (["--input", "missing.csv"], "missing.csv: file not found"),
 ])
 def test_device_timing_command_errors(student, capsys, args, message):
-    from xtinyhar.export.runtime import main as time_main
-
     assert time_main([str(student["onnx"]), *args]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
@@ -355,7 +359,7 @@ def test_float32_views_and_other_dtypes_give_the_same_prediction(student, utd_ca
 
 
 def test_softmax_takes_integer_and_float_logits_without_touching_them():
-    from xtinyhar.export.runtime import softmax
+    from xtinyhar.preprocess.arrays import softmax
 
     logits = np.array([[1, 2, 3]])
     np.testing.assert_allclose(softmax(logits), np.exp([[1, 2, 3]]) / np.exp([1, 2, 3]).sum())
@@ -400,7 +404,7 @@ def test_bad_files_are_clear_errors(student, tmp_path):
 
 def test_export_and_stream_commands(student, utd_root, utd_trials, tmp_path, capsys):
     out = tmp_path / "cli.onnx"
-    assert main(["export", "--model", str(student["ckpt"]), "--out", str(out)]) == 0
+    assert main(["export", "--checkpoint", str(student["ckpt"]), "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "max |logit diff| vs PyTorch" in text and out.exists()
     trials, _ = utd_trials
@@ -418,7 +422,7 @@ def test_export_and_stream_commands(student, utd_root, utd_trials, tmp_path, cap
     assert "fewer than the model's window of 100" in capsys.readouterr().err
     assert main(["stream", "--model", str(out), "--input", str(short), "--pad"]) == 0
     # the teacher cannot be exported for a wearable
-    assert main(["export", "--model", str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
+    assert main(["export", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
 
 
@@ -560,7 +564,7 @@ def test_tflite_runtime_without_torch_agrees_with_onnx(tflite, student, utd_cach
 
 def test_export_command_tflite(tflite, student, tmp_path, capsys):
     out = tmp_path / "cli.tflite"
-    assert main(["export", "--model", str(student["ckpt"]), "--format", "tflite", "--out", str(out)]) == 0
+    assert main(["export", "--checkpoint", str(student["ckpt"]), "--format", "tflite", "--out", str(out)]) == 0
     assert "max |logit diff| vs PyTorch" in capsys.readouterr().out
     assert out.exists() and json.loads(sidecar_path(out).read_text())["format"] == "tflite"
 
@@ -589,7 +593,7 @@ def test_streamer_windows_for_any_stride_and_packet_size(stride, chunk):
 
 
 def test_export_refuses_a_mismatched_extension_and_lowpass_models(student, utd_cache, tmp_path, capsys):
-    assert main(["export", "--model", str(student["ckpt"]), "--format", "tflite",
+    assert main(["export", "--checkpoint", str(student["ckpt"]), "--format", "tflite",
                  "--out", str(tmp_path / "x.onnx")]) == 2
     assert "should end in .tflite" in capsys.readouterr().err
     payload = {**student["payload"], "config": {**student["payload"]["config"],
@@ -654,13 +658,11 @@ def test_metadata_that_is_not_a_json_object_is_a_clear_error(student, tmp_path):
         with pytest.raises(DataError, match=r"odd\.onnx\.json: "):
             HarModel(odd)
     sidecar_path(odd).unlink()
-    (tmp_path / "odd.json").write_text("[1, 2]")          # an older <stem>.json: named too
-    with pytest.raises(DataError, match=r"odd\.json: not XTinyHAR metadata"):
-        HarModel(odd)
+    (tmp_path / "odd.json").write_text("[1, 2]")          # not the sidecar: never read
+    assert HarModel(odd).class_names == student["payload"]["class_names"]
 
 
 def test_device_timing_command_times_tflite_files(tflite, student, capsys):
-    from xtinyhar.export.runtime import main as time_main
 
     files = [str(tflite["path"]), str(tflite["reports"]["int8"]["file"])]
     assert time_main([*files, "--runs", "2", "--warmup", "0"]) == 0

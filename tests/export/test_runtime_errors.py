@@ -1,6 +1,6 @@
-"""Bad input to the device runtime and its timing command (``python -m
-xtinyhar.export.runtime``): one line naming the flag or file and what is wrong, every file
-checked before the table's header or any timing, metadata of another format refused."""
+"""Bad input to the device runtime and its timing command (``xtinyhar profile --model``):
+one line naming the flag or file and what is wrong, every file checked before the table's
+header or any timing, metadata of another format refused."""
 
 import json
 import shutil
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from xtinyhar.errors import DataError
-from xtinyhar.export import runtime
-from xtinyhar.export.runtime import HarModel, main, sidecar_path
+from xtinyhar.export import device_timing
+from xtinyhar.export.runtime import HarModel, sidecar_path
 from xtinyhar.export.to_onnx import annotate_onnx
 
-from test_onnx import run_timing_without_torch
+from test_onnx import run_timing_without_torch, time_main as main
 from test_onnx import student  # noqa: F401  (the small exported UTD-MHAD student)
 
 
@@ -26,7 +26,7 @@ def no_timing(monkeypatch):
         calls.append(fn)
         return {"median_ms": 0.0, "p95_ms": 0.0}
 
-    monkeypatch.setattr(runtime, "time_calls", time_calls)
+    monkeypatch.setattr(device_timing, "time_calls", time_calls)
     return calls
 
 
@@ -55,7 +55,7 @@ def trial_model(student, folder, name="trial.onnx"):  # noqa: F811
 
 
 def still(samples: int) -> np.ndarray:
-    return runtime.still_window(samples, 6, seed=1)
+    return device_timing.still_window(samples, 6, seed=1)
 
 
 # ------------------------------------------------------------------------ 1. the flags

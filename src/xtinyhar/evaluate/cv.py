@@ -443,14 +443,14 @@ def _save_or_check_run_config(saved: Path, cfg: Config, *, protocol: str, kd: bo
 
 def _check_run_config(saved: Path, cfg: Config, *, protocol: str, kd: bool) -> None:
     """Refuse a run's config.yaml made with another config, KD setting or protocol."""
-    previous = _read_record(saved, "choose another --run (or restore the file)")
+    previous = _read_record(saved, "choose another --out (or restore the file)")
     try:   # keys added to the package since the run started take their defaults
         before = config_from_dict(previous.get("config", {}), source=str(saved)).to_dict()
     except XTinyHARError:
         before = None
     if before != cfg.to_dict() or previous.get("kd") != kd or previous.get("protocol") != protocol:
         raise XTinyHARError(f"{saved}: the run was started with another config, KD setting or protocol; "
-                            "resume it with the same ones or choose another --run")
+                            "resume it with the same ones or choose another --out")
 
 
 def _finished_record(fold_dir: Path, split: Split) -> dict:
@@ -462,7 +462,7 @@ def _finished_record(fold_dir: Path, split: Split) -> dict:
            for key in ("train_subjects", "val_subjects", "test_subjects")):
         raise XTinyHARError(f"{done}: fold {split.fold} ran on other subjects (test "
                             f"{record.get('test_subjects')}) than this split's (test "
-                            f"{expected['test_subjects']}); rerun it in another --run")
+                            f"{expected['test_subjects']}); rerun it in another --out")
     return record
 
 
@@ -509,10 +509,10 @@ def cv_splits(cfg: Config, cache: TokenCache, protocol: str,
 
 def _check_run_dir(run_dir: Path, resume: bool) -> None:
     if run_dir.exists() and not run_dir.is_dir():
-        raise XTinyHARError(f"{run_dir}: --run must be a directory, this is a file")
+        raise XTinyHARError(f"{run_dir}: --out must be a directory, this is a file")
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise XTinyHARError(f"{run_dir}: run directory exists and is not empty; pass --resume to "
-                            "continue it or choose another --run")
+                            "continue it or choose another --out")
 
 
 def plan_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path,

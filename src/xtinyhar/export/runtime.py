@@ -13,27 +13,24 @@ A Raspberry Pi script needs nothing else (no torch, no scipy); for ``.tflite`` f
 
 Normalisation and dynamic patching run inside the exported graph, so the raw window in
 physical units, sampled at the model's ``imu_hz``, is all a device passes. Metadata (class
-names, window, rate, stride) comes from the JSON file written beside the model by
-``xtinyhar export``, or from the ONNX file itself when the JSON is missing.
-
-Timing on the device itself (no torch either)::
-
-    python -m xtinyhar.export.runtime exports/xtinyhar_student.onnx exports/xtinyhar_student_int8.onnx \
-        [--input trial.csv] [--runs 1000] [--threads 1]
+names, window, rate, stride) comes from the JSON sidecar ``<file>.json`` written beside the
+model by ``xtinyhar export``, or from the ONNX file itself when the sidecar is missing.
+Windows are cut, padded and stretched by ``xtinyhar.preprocess.arrays``, as in training;
+``xtinyhar.export.recording`` reads recordings, ``xtinyhar.export.device_timing`` times
+the files (``xtinyhar profile --model``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from xtinyhar.errors import DataError, XTinyHARError
-from xtinyhar.timing import time_calls
+from xtinyhar.errors import DataError
+from xtinyhar.export.recording import as_numeric
+from xtinyhar.preprocess.arrays import align_to_length, sliding_windows, softmax
 
 METADATA_KEY = "xtinyhar"
 DEVICE_FIELDS = ("format", "precision", "kind", "class_names", "window", "channels", "imu_hz",
@@ -44,15 +41,6 @@ DEVICE_FIELDS = ("format", "precision", "kind", "class_names", "window", "channe
 def _short(value) -> str:
     text = json.dumps(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, in one new array (the device path calls it per window)."""
-    probs = np.subtract(logits, logits.max(axis=-1, keepdims=True),
-                        dtype=np.result_type(logits, np.float32))      # a new float array
-    np.exp(probs, out=probs)
-    probs /= probs.sum(axis=-1, keepdims=True)
-    return probs
 
 
 def sidecar_path(model_path: str | Path) -> Path:
@@ -77,35 +65,16 @@ def _read_json(path: Path) -> dict:
     return metadata
 
 
-def as_numeric(values, source: str) -> np.ndarray:
-    """Any array-like -> a real-valued ndarray, or a one-line error (ragged nesting, text,
-    complex numbers) instead of NumPy's exception."""
-    try:
-        array = np.asarray(values)
-    except (ValueError, TypeError):
-        raise DataError(f"{source}: not a rectangular array of numbers (ragged rows?)") from None
-    if array.dtype == object or not (np.issubdtype(array.dtype, np.integer)
-                                     or np.issubdtype(array.dtype, np.floating)):
-        raise DataError(f"{source}: values are not real numbers (dtype {array.dtype})")
-    return array
-
-
 def metadata_beside(path: Path) -> tuple[dict, Path] | None:
-    """The metadata in a JSON file beside the model, and that file: the sidecar
-    ``<file>.json`` (whose ``format`` must be the model file's type), else, for files
-    exported before it was named so, the ``<stem>.json`` of the same format; else None."""
+    """The metadata in the sidecar ``<file>.json`` (whose ``format`` must be the model
+    file's type) and that file, or None without a sidecar."""
     path = Path(path)
     sidecar = sidecar_path(path)
-    if sidecar.is_file():
-        metadata = _read_json(sidecar)
-        check_format(metadata, path, str(sidecar))
-        return metadata, sidecar
-    legacy = path.with_suffix(".json")
-    if legacy.is_file():
-        metadata = _read_json(legacy)
-        if metadata.get("format") == path.suffix.lstrip("."):
-            return metadata, legacy
-    return None
+    if not sidecar.is_file():
+        return None
+    metadata = _read_json(sidecar)
+    check_format(metadata, path, str(sidecar))
+    return metadata, sidecar
 
 
 def check_format(metadata: dict, path: Path, source: str) -> None:
@@ -122,8 +91,7 @@ def check_format(metadata: dict, path: Path, source: str) -> None:
 
 
 def read_metadata(path: Path, session=None) -> dict:
-    """The sidecar ``<file>.json``; else, for files exported before it was named so, the
-    ``<stem>.json`` of the same format; else the metadata inside an ONNX file."""
+    """The sidecar ``<file>.json``, else the metadata inside an ONNX file."""
     path = Path(path)
     beside = metadata_beside(path)
     if beside is not None:
@@ -196,7 +164,7 @@ class HarModel:
         relabel predictions or shift times, so it is refused, naming the field."""
         custom = self.session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in custom:
-            return                                   # exported before the copy existed
+            return                                   # a file without its own copy
         try:
             inside = json.loads(custom[METADATA_KEY])
         except json.JSONDecodeError:
@@ -209,7 +177,7 @@ class HarModel:
 
     @property
     def evaluation(self) -> dict:
-        """What ``xtinyhar export`` measured on held-out subjects ({} for older exports)."""
+        """What ``xtinyhar export`` measured on held-out subjects ({} if the metadata has none)."""
         evaluation = self.metadata.get("evaluation", {})
         return evaluation if isinstance(evaluation, dict) else {}
 
@@ -234,7 +202,8 @@ class HarModel:
     def _apply_metadata(self, metadata: dict) -> None:
         """Class names, window, channels, rate, stride and segmentation, or a one-line error."""
         self.metadata = metadata
-        missing = [k for k in ("class_names", "window", "channels", "imu_hz", "stride") if k not in self.metadata]
+        missing = [k for k in ("class_names", "window", "channels", "imu_hz", "stride", "segmentation")
+                   if k not in self.metadata]
         if missing:
             raise DataError(f"{self.path}: metadata lacks {', '.join(missing)}; not written by "
                             "`xtinyhar export`?")
@@ -255,8 +224,8 @@ class HarModel:
                             f"{self.channels}, stride {self.stride}, imu_hz {self.imu_hz}); "
                             "window >= 2, channels and stride >= 1, imu_hz > 0")
         # sliding: trained on windows cut from a stream; trial: on whole trials stretched
-        # onto one window (exports made before the key existed are sliding)
-        self.segmentation: str = str(self.metadata.get("segmentation", "sliding"))
+        # onto one window
+        self.segmentation: str = str(self.metadata["segmentation"])
         if self.segmentation not in ("sliding", "trial"):
             raise DataError(f"{self.path}: unknown segmentation {self.segmentation!r} in metadata")
 
@@ -335,8 +304,8 @@ class HarModel:
         """A whole recorded trial (T, C) -> the (B, W, C) windows the model saw in training:
         a ``trial`` model gets the trial linearly stretched onto its window; a ``sliding``
         model gets windows every ``stride`` samples plus one ending at the last sample, a
-        trial shorter than a window padded by repeating its last sample (the rules of
-        ``xtinyhar.preprocess.windows``, restated here in numpy only)."""
+        trial shorter than a window padded by repeating its last sample (the functions of
+        ``xtinyhar.preprocess.arrays`` that build the training windows)."""
         imu = as_numeric(imu, source)
         if imu.ndim != 2 or imu.shape[1] != self.channels:
             raise DataError(f"{source}: expected a (samples, {self.channels}) trial, got shape {imu.shape}")
@@ -346,29 +315,14 @@ class HarModel:
             raise DataError(f"{source}: NaN or infinite value(s) in the trial")
         imu = imu.astype(np.float64)
         if self.segmentation == "trial":
-            return stretch(imu, self.window)[None].astype(np.float32)
-        if len(imu) < self.window:
-            imu = np.concatenate([imu, np.repeat(imu[-1:], self.window - len(imu), axis=0)])
-        starts = list(range(0, len(imu) - self.window + 1, self.stride))
-        if starts[-1] + self.window < len(imu):
-            starts.append(len(imu) - self.window)
-        return np.stack([imu[s:s + self.window] for s in starts]).astype(np.float32)
+            return align_to_length(imu, self.window)[None].astype(np.float32)
+        return sliding_windows(imu, self.window, self.stride).astype(np.float32)
 
     def predict_trial(self, imu: np.ndarray, source: str = "input") -> tuple[str, np.ndarray]:
         """A whole segmented trial (T, C) -> (label, probabilities (K,)), as evaluation makes
         a trial's prediction: the mean of its windows' probabilities."""
         probs = self.predict_proba(self.trial_windows(imu, source), source).mean(axis=0)
         return self.class_names[int(probs.argmax())], probs
-
-
-def stretch(series: np.ndarray, length: int) -> np.ndarray:
-    """(T, C) -> (length, C): linear interpolation onto ``length`` evenly spaced points from
-    the first sample to the last (``preprocess.resample.align_to_length`` in numpy only)."""
-    positions = np.linspace(0.0, len(series) - 1.0, length)
-    left = np.clip(np.floor(positions).astype(np.int64), 0, max(len(series) - 2, 0))
-    right = np.minimum(left + 1, len(series) - 1)
-    weight = (positions - left)[:, None]
-    return series[left] * (1.0 - weight) + series[right] * weight
 
 
 @dataclass
@@ -423,170 +377,3 @@ class Streamer:
         return out
 
 
-def read_imu_csv(path: str | Path, channels: int | None = None) -> np.ndarray:
-    """A CSV of IMU samples, one row per sample (acc x,y,z in g, gyro x,y,z in deg/s); a
-    header row of names is allowed. Returns float32 (T, C)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        text = path.read_text()
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not a text CSV (undecodable bytes); expected comma-separated "
-                        "numbers, one sample per row") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1)
-             if line.strip()]                                  # (line number in the file, text)
-    if lines and _is_header(lines[0][1]):
-        lines = lines[1:]
-    if not lines:
-        raise DataError(f"{path}: no samples")
-    rows = []
-    for number, line in lines:
-        try:
-            rows.append([float(c) for c in line.split(",")])
-        except ValueError:
-            raise DataError(f"{path}: line {number} is not numeric: {line[:60]!r}") from None
-    widths = {len(r) for r in rows}
-    if len(widths) != 1:
-        raise DataError(f"{path}: rows have different numbers of columns {sorted(widths)}")
-    imu = np.asarray(rows, dtype=np.float32)
-    if channels is not None and imu.shape[1] != channels:
-        raise DataError(f"{path}: {imu.shape[1]} columns, the model expects {channels} "
-                        "(acc x,y,z in g, gyro x,y,z in deg/s)")
-    if not np.isfinite(imu).all():
-        raise DataError(f"{path}: {int((~np.isfinite(imu)).sum())} NaN or infinite value(s)")
-    return imu
-
-
-def _is_header(line: str) -> bool:
-    """A row of names: no cell is a number (a row with some numbers is a corrupt sample,
-    reported as such, not dropped as a header)."""
-    for cell in line.split(","):
-        try:
-            float(cell)
-            return False
-        except ValueError:
-            pass
-    return True
-
-
-# ------------------------------------------------------------------ timing on the device
-
-def still_window(window: int, channels: int, seed: int = 0) -> np.ndarray:
-    """A wrist at rest (gravity on z, 0.01 g and 1 deg/s of sensor noise), float32 (W, C):
-    the default input for timing. The graphs have static shapes, so what the window holds
-    changes only which patch-length row it takes, not how much is computed."""
-    rng = np.random.default_rng(seed)
-    still = rng.normal(0.0, 1.0, size=(window, channels)).astype(np.float32)
-    still[:, :3] *= 0.01
-    still[:, 2] += 1.0
-    return still
-
-
-def graph_call(model: HarModel, window: np.ndarray):
-    """The bare session or interpreter call for one (W, C) float32 window, without the
-    runtime's checks, softmax and label (what ``bench_edge`` times)."""
-    batch = np.ascontiguousarray(window[None], dtype=np.float32)
-    if model.session is not None:
-        feed = {model.session.get_inputs()[0].name: batch}
-        return lambda: model.session.run(None, feed)
-    interpreter, inp, out = model.interpreter, model._tflite_in, model._tflite_out
-
-    def call():
-        interpreter.set_tensor(inp, batch)
-        interpreter.invoke()
-        return interpreter.get_tensor(out)
-    return call
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m xtinyhar.export.runtime",
-        description="Time exported XTinyHAR models on this machine, batch 1, with numpy and "
-                    "onnxruntime (or ai-edge-litert) only: HarModel.predict (checks, graph, "
-                    "softmax, label) and the bare graph call.")
-    parser.add_argument("models", nargs="+", help=".onnx or .tflite files written by xtinyhar export")
-    parser.add_argument("--input", help="a recorded trial (CSV only, one sample per row: acc x,y,z in g, "
-                                        "gyro x,y,z in deg/s) whose first window is timed; "
-                                        "default: a still window")
-    parser.add_argument("--runs", type=int, default=1000, help="timed calls per model (default 1000)")
-    parser.add_argument("--warmup", type=int, default=100, help="untimed calls first (default 100)")
-    parser.add_argument("--threads", type=int, default=1, help="threads per model (default 1)")
-    args = parser.parse_args(argv)
-    try:
-        try:
-            prepared = prepare_timing(args)
-        except XTinyHARError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        print(f"batch 1, {args.threads} thread(s), median / p95 ms over {args.runs} calls; input: "
-              f"{args.input or 'a still window'}; agrees: an int8 file's share of held-out windows "
-              "given the fp32 file's class, measured at export on the exporting CPU")
-        print(f"{'model':<40} {'KB':>8} {'predict ms':>15} {'graph ms':>15} {'agrees':>7}  label")
-        for model, window, label in prepared:
-            predict = time_calls(lambda: model.predict(window), warmup=args.warmup, runs=args.runs)
-            graph = time_calls(graph_call(model, window), warmup=args.warmup, runs=args.runs)
-            print(f"{model.path.name:<40} {model.path.stat().st_size / 1024:>8.1f} "
-                  f"{predict['median_ms']:>7.3f} / {predict['p95_ms']:<5.3f} "
-                  f"{graph['median_ms']:>7.3f} / {graph['p95_ms']:<5.3f} {model.agreement_text():>7}  {label}")
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
-
-
-def prepare_timing(args: argparse.Namespace) -> list[tuple[HarModel, np.ndarray, str]]:
-    """Check everything the timing command was given before the table's header or any
-    timing: each flag, the input, every model file and the input against each model (whose
-    first prediction is made here). Returns (model, window, label) per file."""
-    bad = [f"need {flag} >= {least}, got {value}"
-           for flag, value, least in (("--runs", args.runs, 1), ("--warmup", args.warmup, 0),
-                                      ("--threads", args.threads, 1)) if value < least]
-    if bad:
-        raise DataError("; ".join(bad))
-    imu = None if args.input is None else read_timing_input(args.input)
-    models = [HarModel(path, threads=args.threads) for path in args.models]
-    prepared = []
-    for model in models:
-        if imu is None:
-            window, source = still_window(model.window, model.channels), "still window"
-        else:
-            window, source = first_window(model, imu, args.input), args.input
-        label, _ = model.predict(window, source)
-        prepared.append((model, window, label))
-    return prepared
-
-
-def read_timing_input(path: str | Path) -> np.ndarray:
-    """The ``--input`` of the timing command: a CSV of IMU samples (T, C), or a one-line
-    error. A UTD-MHAD ``.mat`` file is refused by name: reading it needs scipy, which the
-    device runtime does without (``xtinyhar stream`` reads it)."""
-    if not str(path).strip():
-        raise DataError("--input: empty file name")
-    path = Path(path)
-    if path.is_file() and path.suffix.lower() == ".mat":
-        raise DataError(f"{path}: a MATLAB .mat file; --input reads CSV only (one sample per row: "
-                        "acc x,y,z in g, gyro x,y,z in deg/s); `xtinyhar stream` reads UTD-MHAD "
-                        ".mat files")
-    return read_imu_csv(path)
-
-
-def first_window(model: HarModel, imu: np.ndarray, source: str) -> np.ndarray:
-    """The first window ``model`` takes from a recorded trial: a sliding-window model needs a
-    whole window of samples (as ``xtinyhar stream`` without --pad); a whole-trial model
-    stretches any trial of 2 or more samples onto its window, as ``predict_trial`` does."""
-    if imu.shape[1] != model.channels:
-        raise DataError(f"{source}: {imu.shape[1]} columns, {model.path.name} expects "
-                        f"{model.channels} (acc x,y,z in g, gyro x,y,z in deg/s)")
-    if model.segmentation == "sliding" and len(imu) < model.window:
-        raise DataError(f"{source}: {len(imu)} samples, fewer than the window of {model.window} "
-                        f"({model.window / model.imu_hz:g} s at {model.imu_hz:g} Hz) of "
-                        f"{model.path.name}; record a longer trial, or leave out --input to time "
-                        "a still window")
-    return model.trial_windows(imu, source)[0]
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -320,7 +320,7 @@ def held_out_and_training(cache, train_subjects: list[int], val_subjects: list[i
 
 def window_and_trial_accuracy(logits: np.ndarray, cache, index: np.ndarray) -> dict:
     from xtinyhar.evaluate.metrics import pool_trials
-    from xtinyhar.export.runtime import softmax
+    from xtinyhar.preprocess.arrays import softmax
 
     probs = softmax(logits.astype(np.float64))
     trial_ids, trial_probs = pool_trials(probs, cache.trial_index[index])

@@ -81,7 +81,7 @@ def load_ablation(path: str | Path) -> tuple[Path, dict]:
     content); a one-line DataError if it is not one."""
     path = Path(path)
     file = path / "ablation.json" if path.is_dir() else path
-    content = read_json(file, "`xtinyhar ablate --run DIR` writes DIR/ablation.json")
+    content = read_json(file, "`xtinyhar ablate --out DIR` writes DIR/ablation.json")
     rows = content.get("variants") if isinstance(content, dict) else None
     if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and "name" in r for r in rows):
         raise DataError(f"{file}: not an ablation.json (expected variants with a name)")

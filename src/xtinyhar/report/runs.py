@@ -1,4 +1,4 @@
-"""Read a finished run folder (``xtinyhar cv --run``) for tables and figures.
+"""Read a finished run folder (``xtinyhar cv --out``) for tables and figures.
 
 A report reads only what ``cv`` wrote: ``summary.json`` (mean and std over folds),
 ``folds/<k>/metrics.json`` (per-fold scores, per-class scores, confusion matrices) and
