@@ -16,7 +16,7 @@ only prints. ``--set`` overrides the config for every model (e.g. sliding window
 ``--set data.segmentation=sliding --set data.window=100 --set data.stride=50 --runs
 runs/bench_w100``); then the window-level columns are the ones a stream sees.
 
-Cost columns, measured in this process one model after another on the seed-``seeds[0]``
+Cost columns, measured at the end in this process, one model after another, on the seed-``seeds[0]``
 standard-split checkpoint: parameters, MFLOPs per window, the int8 ONNX file's size and
 ONNX Runtime fp32 batch-1 single-thread latency (median over ``--latency-runs`` calls).
 Test subjects are only ever used for these numbers; hyper-parameters come from the config.
@@ -129,30 +129,34 @@ def main() -> int:
         base = load_config(args.config, overrides)
         report = load_dataset(base)
         cache = build_token_cache(base, report.trials, report.class_names)
-        rows = []
-        for key in args.models:
+        standard: dict[str, list[dict]] = {}
+        for key in args.models:   # first every model on the standard split, then 5-fold
             entry = ENTRIES[key]
-            arch = {"model.student.arch": entry.arch}
-            standard = []
+            standard[key] = []
             for seed in args.seeds:
-                cfg = load_config(args.config, {**overrides, **arch, "train.seed": seed})
+                cfg = load_config(args.config, {**overrides, "model.student.arch": entry.arch,
+                                                "train.seed": seed})
                 run_dir = runs / entry.standard_run(seed)
                 started = time.perf_counter()
-                standard.append(run_cv(cfg, cache, protocol="standard", run_dir=run_dir, resume=True,
-                                       kd=entry.kd, jobs=1))
+                standard[key].append(run_cv(cfg, cache, protocol="standard", run_dir=run_dir,
+                                            resume=True, kd=entry.kd, jobs=1))
                 print(f"  {run_dir}: {time.perf_counter() - started:.0f} s this call", file=sys.stderr)
-            kfold = None
-            if not args.skip_kfold:
-                cfg = load_config(args.config, {**overrides, **arch})
-                kfold = run_cv(cfg, cache, protocol="kfold", run_dir=runs / entry.kfold_run(),
-                               resume=True, kd=entry.kd, jobs=args.jobs)
+        kfold: dict[str, dict] = {}
+        for key in [] if args.skip_kfold else args.models:
+            entry = ENTRIES[key]
+            cfg = load_config(args.config, {**overrides, "model.student.arch": entry.arch})
+            kfold[key] = run_cv(cfg, cache, protocol="kfold", run_dir=runs / entry.kfold_run(),
+                                resume=True, kd=entry.kd, jobs=args.jobs)
+        rows = []
+        for key in args.models:   # costs last, one model after another in this process
+            entry = ENTRIES[key]
             row = {"key": key, "model": entry.name}
             for level in ("trial", "window"):
-                per_seed = [scores(s, entry.summary_key, level) for s in standard]
+                per_seed = [scores(s, entry.summary_key, level) for s in standard[key]]
                 row[f"standard_{level}"] = [acc[0] for acc, _ in per_seed if acc]
                 row[f"standard_{level}_f1"] = [f1[0] for _, f1 in per_seed if f1]
                 row[f"kfold_{level}"], row[f"kfold_{level}_f1"] = (
-                    scores(kfold, entry.summary_key, level) if kfold else ([], []))
+                    scores(kfold[key], entry.summary_key, level) if key in kfold else ([], []))
             with tempfile.TemporaryDirectory() as out:
                 row.update(cost(entry, runs / entry.standard_run(args.seeds[0]), cache,
                                 Path(out), args.latency_runs))
