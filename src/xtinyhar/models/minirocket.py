@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xtinyhar.preprocess.normalize import NormStats, fit_zscore
-from xtinyhar.preprocess.arrays import interpolate
+from xtinyhar.preprocess.arrays import align_to_length
 
 TRIAL_LENGTH = 128
 
@@ -80,5 +80,5 @@ def trial_series(cache, trials: np.ndarray, length: int = TRIAL_LENGTH) -> np.nd
         for row in rows:
             start, valid = int(cache.start[row]), int(cache.n_valid[row])
             signal[start:start + valid] = cache.imu[row, :valid]
-        out[i] = interpolate(signal, np.linspace(0.0, n - 1.0, length))
+        out[i] = align_to_length(signal, length)
     return out
