@@ -20,10 +20,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# prepare -> 4-fold cv of teacher + student -> export fold 0's student (fp32 + int8) ->
+# time both files -> write a recording of subject 9 (no fold saw this wearer) -> predict it
 demo: $(STAMP)
 	$(BIN)/xtinyhar prepare --config configs/synthetic.yaml --out data_cache/synthetic_tokens.npz
 	rm -rf runs/demo
-	$(BIN)/xtinyhar cv --config configs/synthetic.yaml --tokens data_cache/synthetic_tokens.npz --run runs/demo
+	$(BIN)/xtinyhar cv --config configs/synthetic.yaml --tokens data_cache/synthetic_tokens.npz --out runs/demo --jobs 2
+	$(BIN)/xtinyhar export --checkpoint runs/demo/folds/0/student.pt --tokens data_cache/synthetic_tokens.npz --out exports/demo_student.onnx --int8
+	$(BIN)/xtinyhar profile --model exports/demo_student.onnx exports/demo_student_int8.onnx --runs 200
+	$(BIN)/python -m xtinyhar.data.synthetic --activity wave --subject 9 --out exports/demo_wave_s9.csv
+	$(BIN)/xtinyhar predict --model exports/demo_student.onnx --input exports/demo_wave_s9.csv
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
