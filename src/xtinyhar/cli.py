@@ -219,7 +219,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
         kd = False
     summary = run_cv(cfg, cache, protocol=resolve_protocol(args.protocol or cfg.eval.protocol, cache.meta),
                      run_dir=args.out, resume=args.resume, kd=kd, max_folds=args.max_folds,
-                     jobs=args.jobs)
+                     jobs=args.jobs, address=args.address)
     wall = summary["wall_seconds"]
     wall = f"{wall:.0f} s wall" if wall is not None else "resumed"
     print(f"{summary['protocol']}: {summary['folds']} fold(s), {wall} ({summary['seconds']:.0f} s "
@@ -251,7 +251,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     cfgs = study_configs(study, args.config, seeds, overrides)
     caches = study_caches(cfgs, args.tokens)
     table = run_study(study, cfgs, caches, run_dir=args.out, protocol=protocol, seeds=seeds,
-                      config=args.config, jobs=args.jobs, resume=args.resume)
+                      config=args.config, jobs=args.jobs, resume=args.resume, address=args.address)
     print(f"{study.path}: {len(study.variants)} variant(s) x {len(seeds)} seed(s), {table['protocol']}, "
           f"test subjects only")
     print(format_table(table))
@@ -673,6 +673,13 @@ def _add_split(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fold", type=int, default=0, help="which fold of the protocol (default 0)")
 
 
+def _add_address(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", metavar="HOST:PORT",
+                        help="run the folds as tasks on this Ray cluster (default: env RAY_ADDRESS, "
+                             "else this machine; 'local' starts a private Ray instance here); "
+                             "needs the ray extra (docs/cluster.md)")
+
+
 EXAMPLES = {
     "prepare": ["xtinyhar prepare --config configs/utd_mhad.yaml --out data_cache/utd_tokens.npz"],
     "train-teacher": ["xtinyhar train-teacher --config configs/utd_mhad.yaml --tokens data_cache/utd_tokens.npz "
@@ -683,7 +690,9 @@ EXAMPLES = {
            "xtinyhar cv --config configs/utd_mhad.yaml --protocol standard --no-kd --set model.student.arch=cnn1d "
            "--out runs/cnn_standard"],
     "ablate": ["xtinyhar ablate --config configs/utd_mhad.yaml --study configs/ablations/utd_mhad.yaml "
-               "--tokens data_cache/utd_tokens.npz --out runs/ablate_utd --jobs 2"],
+               "--tokens data_cache/utd_tokens.npz --out runs/ablate_utd --jobs 2",
+               "xtinyhar ablate --config configs/utd_mhad.yaml --study configs/ablations/utd_mhad.yaml "
+               "--tokens data_cache/utd_tokens.npz --out runs/ablate_utd --jobs 2 --address 10.0.0.1:6379"],
     "profile": ["xtinyhar profile --config configs/utd_mhad.yaml --latency",
                 "xtinyhar profile --checkpoint runs/utd_kfold/folds/0/student.pt",
                 "xtinyhar profile --model exports/student.onnx exports/student_int8.onnx --input recording.csv"],
@@ -744,6 +753,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="models trained at once (a fold's teacher and student are separate "
                          "tasks), each on train.threads // jobs threads (default 1; 2 on a 2-core "
                          "machine is faster: small models use threads poorly)")
+    _add_address(cv)
     cv.set_defaults(func=cmd_cv)
 
     abl = sub.add_parser("ablate", help="an ablation study: variants of a config under the same folds "
@@ -757,6 +767,7 @@ def build_parser() -> argparse.ArgumentParser:
     abl.add_argument("--seeds", type=int, nargs="+", help="default: the study's seeds, else train.seed")
     abl.add_argument("--jobs", type=int, default=1,
                      help="models trained at once, over all runs of the study (as cv --jobs)")
+    _add_address(abl)
     abl.add_argument("--resume", action="store_true",
                      help="skip finished runs, continue the others (finished folds kept)")
     abl.set_defaults(func=cmd_ablate)

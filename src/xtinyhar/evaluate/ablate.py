@@ -14,7 +14,8 @@ A study is a small YAML file (``configs/ablations/*.yaml``)::
 
 Every (variant, seed) is an ordinary ``cv`` run folder, ``<run>/<variant>/seed_<seed>``, made
 by :func:`xtinyhar.evaluate.cv.plan_cv` and trained through the one scheduler
-:func:`xtinyhar.evaluate.cv.schedule_folds` (all runs' folds in one pool). A seed sets
+:func:`xtinyhar.evaluate.cv.schedule_folds` (all runs' folds on one executor: this
+process, a local process pool or a Ray cluster). A seed sets
 ``train.seed``, which also shuffles the subjects into folds: for one seed every variant gets
 the same folds (checked before anything runs), so each (fold, seed) pair is a paired
 comparison. The table (``<run>/ablation.json``) holds per variant the mean and sample std
@@ -42,6 +43,7 @@ from xtinyhar.errors import ConfigError, XTinyHARError
 from xtinyhar.evaluate.cv import (_check_run_config, _check_run_dir, _finished_record, check_models, cv_splits,
                                   finish_cv, finished_run_reason, plan_cv, plan_tasks,
                                   schedule_folds)
+from xtinyhar.evaluate.executors import Executor, check_address
 from xtinyhar.io import write_json, write_text
 from xtinyhar.preprocess.tokens import TokenCache
 
@@ -338,8 +340,12 @@ def format_table(table: dict) -> str:
 
 def run_study(study: Study, cfgs: dict[tuple[str, int], Config], caches: dict[str, TokenCache], *,
               run_dir: str | Path, protocol: str, seeds: list[int], config: str | Path,
-              jobs: int = 1, resume: bool = False) -> dict:
+              jobs: int = 1, resume: bool = False, address: str | None = None,
+              executor: Executor | None = None) -> dict:
     """Run every (variant, seed) as a cv run under ``run_dir`` and write ``ablation.json``.
+
+    All runs' folds go through the one scheduler, on ``jobs`` local workers or, with
+    ``address`` (or ``RAY_ADDRESS``), on a Ray cluster, or on ``executor`` (as ``run_cv``).
 
     Everything is checked before the first folder is made: the configs, the models, the
     pairing of the folds. With ``resume`` a run whose summary and every fold check out
@@ -349,6 +355,8 @@ def run_study(study: Study, cfgs: dict[tuple[str, int], Config], caches: dict[st
     loses only the folds in flight."""
     if jobs < 1:
         raise XTinyHARError(f"--jobs {jobs}: must be at least 1")
+    if executor is None:
+        check_address(address)
     run_dir = Path(run_dir)
     _check_run_dir(run_dir, resume)
     reference = cfgs[study.base, seeds[0]]
@@ -408,7 +416,7 @@ def run_study(study: Study, cfgs: dict[tuple[str, int], Config], caches: dict[st
     for key, plan in plans.items():    # every fold finished earlier, the summary was not
         if not plan.todo:
             finish(key)
-    schedule_folds(tasks, caches, jobs=jobs, on_done=on_done)
+    schedule_folds(tasks, caches, jobs=jobs, address=address, executor=executor, on_done=on_done)
     log.info("study: %d run(s) trained in %.0f s", len(plans), time.perf_counter() - started)
 
     costs = {}

@@ -29,10 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from tqdm.auto import tqdm
 
 from xtinyhar.config import Config, cache_hash, config_from_dict
 from xtinyhar.data.splits import Split, splits_for_cache, standard_train_subjects
 from xtinyhar.errors import DataError, XTinyHARError
+from xtinyhar.evaluate.executors import Executor, WorkerLost, check_address, make_executor
 from xtinyhar.evaluate.metrics import (classification_metrics, format_summary_table,
                                        pool_trials, summarize_folds)
 from xtinyhar.io import atomic_write, write_csv, write_json, write_text
@@ -289,88 +291,162 @@ class FoldTask:
 
 
 def schedule_folds(tasks: list[FoldTask], caches: dict[str, TokenCache], *, jobs: int = 1,
+                   address: str | None = None, executor: Executor | None = None,
                    on_done: Callable[[FoldTask, dict], None] | None = None) -> dict:
     """Run ``tasks`` (folds of one or several runs) and return ``{task.key: record}``;
     ``on_done(task, record)`` is called in this process as each fold finishes. The one
-    scheduler of ``cv`` and ``ablate``.
+    scheduler of ``cv`` and ``ablate``, whatever runs the tasks.
 
-    ``jobs`` 1 runs the folds here, one after another. ``jobs`` > 1 runs them in that many
-    spawned worker processes, each on ``train.threads // jobs`` threads (the saved config
-    keeps the configured count). With KD, a fold's teacher and its student are separate
-    tasks (a student starts once its teacher is saved); of the tasks ready to start, the
-    lowest ``order`` goes first and within it teachers before students: 5 folds on 2
-    workers then take about 2.5 fold-times, not 3 (whole folds, or students first, leave a
-    worker idle at the end). A failing task stops the others."""
+    ``executor`` runs them (default :func:`make_executor`: ``address`` a Ray cluster, else
+    ``jobs`` local worker processes, else this process); each model trains on
+    ``train.threads // jobs`` threads (the saved config keeps the configured count). With
+    KD, a fold's teacher and its student are separate tasks (a student starts once its
+    teacher is saved in the fold's folder). Of the tasks ready to start, the lowest
+    ``order`` goes first; with one task at a time folds then run one after another, with
+    more teachers go before students: 5 folds on 2 workers then take about 2.5 fold-times,
+    not 3 (whole folds, or students first, leave a worker idle at the end). Workers that do
+    not share this file system get each fold's files through the executor and give back
+    the files they write; this process writes them into the run folder, ``done.json``
+    last. One line is logged per finished fold, and a progress bar counts the tasks with
+    the time left. A failing task stops the others."""
     records: dict = {}
-    if jobs == 1 or len(tasks) <= 1:
-        for task in tasks:
-            log.info("%s: test subjects %s", task.fold_dir, task.split.test_subjects)
-            records[task.key] = run_fold(task.cfg, caches[task.cache_key], task.split,
-                                         task.fold_dir, kd=task.kd, resume=task.resume)
-            if on_done is not None:
-                on_done(task, records[task.key])
+    if not tasks:
         return records
-    import concurrent.futures
-    import multiprocessing
-    from concurrent.futures.process import BrokenProcessPool
-
-    jobs = min(jobs, len(tasks))
-    threads = max(1, min(t.cfg.train.threads for t in tasks) // jobs)
-    context = multiprocessing.get_context("spawn")   # no fork of a process holding torch threads
-    used = {t.cache_key: caches[t.cache_key] for t in tasks}
-    pool = concurrent.futures.ProcessPoolExecutor(
-        max_workers=jobs, mp_context=context, initializer=_start_worker,
-        initargs=(threads, logging.getLogger().getEffectiveLevel(), used))
+    if executor is None:
+        executor = make_executor(jobs=min(jobs, len(tasks)), address=address)
+    threads = max(1, min(t.cfg.train.threads for t in tasks) // executor.jobs)
 
     def needs_teacher(task: FoldTask) -> bool:
         return task.kd and not task.cfg.model.student.arch.startswith("minirocket")
 
-    # (order, 0 teacher / 1 student, position): ready tasks, the smallest first
+    # (order, 0 teacher / 1 student, position): ready tasks
     ready = [(t.order, 0 if needs_teacher(t) and not (t.resume and (t.fold_dir / "teacher.pt").exists())
               else 1, i, t) for i, t in enumerate(tasks)]
     running: dict = {}
+    bar = tqdm(total=len(ready) + sum(stage == 0 for _, stage, _, _ in ready), unit="task",
+               desc=f"{len(tasks)} fold(s)", disable=None, leave=False)
+    finished = 0
 
     def submit() -> None:
-        while len(running) < jobs and ready:
-            ready.sort(key=lambda item: item[:3])
+        slots = executor.capacity()
+        while len(running) < slots and ready:
+            # one at a time: fold after fold; more: teachers first, so no worker idles at the end
+            ready.sort(key=(lambda item: item[:3]) if slots > 1 else (lambda item: (item[0], item[2], item[1])))
             order, stage, position, task = ready.pop(0)
+            work = (task.fold_dir if executor.shares_files
+                    else FoldFiles(str(task.fold_dir), read_fold_files(task.fold_dir)))
             if stage == 0:
-                future = pool.submit(_teacher_in_worker, task.cfg, task.cache_key, task.split,
-                                     task.fold_dir, task.resume)
+                handle = executor.submit(teacher_task, task.cache_key, task.cfg, task.split, work,
+                                         task.resume)
             else:
                 # resume=True for a teacher saved by this call: the student reloads it
-                future = pool.submit(_fold_in_worker, task.cfg, task.cache_key, task.split,
-                                     task.fold_dir, task.kd, task.resume or needs_teacher(task))
-            running[future] = (order, stage, position, task)
+                handle = executor.submit(fold_task, task.cache_key, task.cfg, task.split, work,
+                                         task.kd, task.resume or needs_teacher(task))
+            running[handle] = (order, stage, position, task)
 
+    executor.start({t.cache_key: caches[t.cache_key] for t in tasks}, threads)
     try:
         submit()
         while running:
-            finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
-            for future in finished:
-                order, stage, position, task = running.pop(future)
-                try:
-                    result = future.result()
-                except BrokenProcessPool as exc:
-                    raise XTinyHARError(f"{task.fold_dir}: a worker process died (out of memory?); "
-                                        "rerun with --resume, or with fewer --jobs") from exc
+            for handle, succeeded, result in executor.wait():
+                order, stage, position, task = running.pop(handle)
+                if not succeeded:
+                    if isinstance(result, WorkerLost):
+                        raise XTinyHARError(f"{task.fold_dir}: {result}") from None
+                    raise result
+                record, files = result
+                if files is not None:
+                    write_fold_files(task.fold_dir, files)
+                bar.update(1)
                 if stage == 0:
                     ready.append((order, 1, position, task))
-                else:
-                    records[task.key] = result
-                    log.info("fold %d finished (test subjects %s)", task.split.fold,
-                             task.split.test_subjects)
-                    if on_done is not None:
-                        on_done(task, result)
+                    continue
+                records[task.key] = record
+                finished += 1
+                log.info("%s: fold %d finished (test subjects %s), %d of %d", task.fold_dir,
+                         task.split.fold, task.split.test_subjects, finished, len(tasks))
+                if on_done is not None:
+                    on_done(task, record)
             submit()
     except BaseException:
-        running_processes = list((pool._processes or {}).values())   # before shutdown clears it
-        pool.shutdown(wait=False, cancel_futures=True)
-        for process in running_processes:                           # running tasks stop too
-            process.terminate()
+        bar.close()
+        executor.close(cancel=True)
         raise
-    pool.shutdown()
+    bar.close()
+    executor.close()
     return records
+
+
+def teacher_task(cache: TokenCache, cfg: Config, split: Split, work: Path | FoldFiles,
+                 resume: bool) -> tuple[None, dict | None]:
+    """A fold's teacher, as a scheduler task (see :func:`in_fold_folder` for ``work``)."""
+    def body(folder: Path) -> None:
+        train_fold_teacher(cfg, cache, split, folder, resume=resume)
+    return in_fold_folder(work, body)
+
+
+def fold_task(cache: TokenCache, cfg: Config, split: Split, work: Path | FoldFiles, kd: bool,
+              resume: bool) -> tuple[dict, dict | None]:
+    """A fold (its student, reloading a saved teacher), as a scheduler task."""
+    return in_fold_folder(work, lambda folder: run_fold(cfg, cache, split, folder, kd=kd, resume=resume))
+
+
+@dataclass
+class FoldFiles:
+    """A fold's folder sent to a worker that does not share this file system: ``label`` is
+    the folder in the run (errors name it), ``files`` its files (relative path -> bytes)."""
+    label: str
+    files: dict[str, bytes]
+
+
+def in_fold_folder(work: Path | FoldFiles, body: Callable[[Path], object]) -> tuple[object, dict | None]:
+    """``body(folder)`` in the fold's folder: ``work`` itself when it is a path (the worker
+    shares the driver's file system; returns ``(result, None)``), else a scratch folder
+    filled with ``work.files``, whose files come back: ``(result, {relative path: bytes})``."""
+    if isinstance(work, Path):
+        return body(work), None
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="xtinyhar-fold-") as scratch:
+        folder = Path(scratch) / "fold"
+        folder.mkdir()
+        for name, data in work.files.items():
+            path = folder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        try:
+            result = body(folder)
+        except XTinyHARError as exc:   # named by the fold's folder in the run, not the scratch one
+            raise type(exc)(str(exc).replace(str(folder), work.label)) from None
+        return result, read_fold_files(folder)
+
+
+def read_fold_files(fold_dir: Path) -> dict[str, bytes]:
+    """Every file under a fold's folder (relative path -> bytes), temp files left out."""
+    if not fold_dir.is_dir():
+        return {}
+    return {path.relative_to(fold_dir).as_posix(): path.read_bytes()
+            for path in sorted(fold_dir.rglob("*"))
+            if path.is_file() and not (path.name.startswith(".") and path.name.endswith(".tmp"))}
+
+
+def write_fold_files(fold_dir: Path, files: dict[str, bytes]) -> None:
+    """Make ``fold_dir`` hold what a task's scratch folder held at its end: each changed
+    file written atomically, ``done.json`` after the others, then the files the task
+    removed (its resume state) removed here too."""
+    for name in files:
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise XTinyHARError(f"{fold_dir}: a task returned the file {name!r}, outside its folder")
+    for name in sorted(files, key=lambda n: n == DONE):
+        path, data = fold_dir / name, files[name]
+        if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+            continue   # sent to the task and unchanged
+        atomic_write(path, lambda f, data=data: f.write(data))
+    for stale in read_fold_files(fold_dir).keys() - files.keys():
+        (fold_dir / stale).unlink(missing_ok=True)
+    for folder in sorted((p for p in fold_dir.rglob("*") if p.is_dir()), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def summarize(records: list[dict], *, protocol: str, cfg: Config) -> dict:
@@ -388,33 +464,6 @@ def summary_table(summary: dict) -> str:
     rows = [(f"{model} ({level})", summary[f"{model}_{level}"]) for model, level in MODELS_LEVELS
             if f"{model}_{level}" in summary]
     return format_summary_table(rows)
-
-
-_WORKER_CACHES: dict[str, TokenCache] = {}   # the token caches, sent once to each worker
-
-
-def _start_worker(threads: int, log_level: int, caches: dict[str, TokenCache]) -> None:
-    """Initializer of a CV worker process: its thread budget, its logging, the token caches,
-    no progress bars, and Ctrl-C left to the parent (which stops the pool)."""
-    import signal
-
-    from xtinyhar.train import loop
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
-    loop.SHOW_PROGRESS = False
-    loop.THREADS = threads
-    torch.set_num_threads(threads)
-    _WORKER_CACHES.clear()
-    _WORKER_CACHES.update(caches)
-
-
-def _teacher_in_worker(cfg: Config, cache_key: str, split: Split, fold_dir: Path, resume: bool) -> None:
-    train_fold_teacher(cfg, _WORKER_CACHES[cache_key], split, fold_dir, resume=resume)
-
-
-def _fold_in_worker(cfg: Config, cache_key: str, split: Split, fold_dir: Path, kd: bool,
-                    resume: bool) -> dict:
-    return run_fold(cfg, _WORKER_CACHES[cache_key], split, fold_dir, kd=kd, resume=resume)
 
 
 def check_models(cfg: Config, cache: TokenCache, *, kd: bool) -> None:
@@ -615,21 +664,27 @@ def finished_run_reason(run_dir: str | Path, cfg: Config, cache: TokenCache, *, 
 
 def run_cv(cfg: Config, cache: TokenCache, *, protocol: str, run_dir: str | Path,
            resume: bool = False, kd: bool = True, max_folds: int | None = None,
-           jobs: int = 1) -> dict:
+           jobs: int = 1, address: str | None = None, executor: Executor | None = None) -> dict:
     """Cross-validate teacher and student; returns the summary (also in summary.json).
 
     ``jobs`` > 1 trains that many models at once in worker processes, each with
     ``train.threads // jobs`` threads (at least 1). The models are small, so two processes
     on one thread each do more work than one process on two threads; a fold's numbers can
     differ from a ``jobs=1`` run in the last digits (float sums in another order).
-    ``wall_seconds`` in the summary is the wall time of the call that ran every fold; a
-    call that resumed a run records ``null`` (the folds' own times are in ``seconds``)."""
+    ``address`` (or ``RAY_ADDRESS``) runs the folds on a Ray cluster instead, each task on
+    ``train.threads // jobs`` threads; ``executor`` runs them on one made by the caller
+    (:mod:`xtinyhar.evaluate.executors`). ``wall_seconds`` in the summary is the wall time
+    of the call that ran every fold; a call that resumed a run records ``null`` (the folds'
+    own times are in ``seconds``)."""
     if jobs < 1:
         raise XTinyHARError(f"--jobs {jobs}: must be at least 1")
+    if executor is None:
+        check_address(address)
     plan = plan_cv(cfg, cache, protocol=protocol, run_dir=run_dir, resume=resume, kd=kd,
                    max_folds=max_folds)
     started = time.perf_counter()
     jobs = min(jobs, max(len(plan.todo), 1))
-    done = schedule_folds(plan_tasks(plan, "cache"), {"cache": cache}, jobs=jobs)
+    done = schedule_folds(plan_tasks(plan, "cache"), {"cache": cache}, jobs=jobs, address=address,
+                          executor=executor)
     records = {fold: record for (_, fold), record in done.items()}
     return finish_cv(plan, records, jobs=jobs, wall_seconds=time.perf_counter() - started)
