@@ -5,7 +5,8 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
-# extras installed with the package; CI adds tflite (EXTRAS=test,tflite) so the TFLite path is tested
+# extras installed with the package; CI adds tflite and ray (EXTRAS=test,tflite,ray) so the
+# TFLite path and the Ray scheduler (tests/evaluate/test_ray.py) are tested
 EXTRAS ?= test
 comma  := ,
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))

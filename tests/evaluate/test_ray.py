@@ -30,6 +30,9 @@ from conftest import CONFIGS
 import importlib.util
 
 if importlib.util.find_spec("ray") is None:   # found, not imported: Ray reads its settings on import
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail("CI must test the Ray scheduler: install the extra (pip install -e '.[ray]')",
+                    pytrace=False)
     pytest.skip("the ray extra is not installed: pip install -e '.[ray]'", allow_module_level=True)
 
 HEAD_START_S = 90     # bound on `ray start --head` becoming reachable
