@@ -6,10 +6,11 @@
     clf.predict(X_new); clf.predict_proba(X_new); clf.score(X_test, y_test)
     clf.export("exports/mine.onnx", int8=True)   # or "exports/mine.tflite" (the tflite extra)
 
-A scikit-learn estimator (``get_params``/``set_params``, ``sklearn.base.clone``). Each recording goes through what ``xtinyhar prepare`` does (``data.custom`` units,
-resampling to ``preproc.resample_hz``, windows, dynamic patching: ``build_token_cache``) and
-the student is trained by ``fit_student`` without a teacher (there is no skeleton). A
-recording's prediction is the mean of its windows' probabilities, as in evaluation.
+A scikit-learn estimator (``get_params``/``set_params``, ``sklearn.base.clone``). Each
+recording goes through what ``xtinyhar prepare`` does (``data.custom`` units, resampling to
+``preproc.resample_hz``, windows, dynamic patching: ``build_token_cache``) and the student is
+trained by ``fit_student`` without a teacher (there is no skeleton). A recording's
+prediction is the mean of its windows' probabilities, as in evaluation.
 
 Validation (early stopping, model selection) is carved from the training data:
 ``eval.val_subjects`` subjects when ``subjects`` are given, else a stratified fifth of the

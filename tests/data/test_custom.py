@@ -4,6 +4,8 @@ converted to the CSV layout."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -13,8 +15,9 @@ from xtinyhar.data.splits import splits_for_cache
 from xtinyhar.errors import ConfigError, DataError, XTinyHARError
 from xtinyhar.preprocess.tokens import build_token_cache
 
-from tests.conftest import CONFIGS
-
+# by path, not `from tests.conftest import`: a site-packages `tests` package (xdsl, from the
+# tflite extra) would shadow this folder
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 RATE = 50
 
 
