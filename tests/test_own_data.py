@@ -1,5 +1,7 @@
 """Own data end to end with tiny models: cv and train-student without a skeleton (KD off,
-said once), export, predict on a file and a folder, and the HarClassifier API."""
+said once), export, predict on a file and a folder, explain, profile and report on a custom
+run, and the HarClassifier API (its int8 ONNX and TFLite exports on the device runtime, and
+the scikit-learn estimator protocol)."""
 
 from __future__ import annotations
 
@@ -158,6 +160,22 @@ def test_har_classifier_int8_export_runs_on_the_device_runtime(tmp_path):
         clf.export(tmp_path / "n.onnx", int8=True, int8_min_agreement=2.0)
     assert not (tmp_path / "n.onnx").exists()
 
+
+
+def test_har_classifier_tflite_int8_export(tmp_path):
+    pytest.importorskip("litert_torch", reason="the tflite extra is not installed")
+    from xtinyhar.export.runtime import HarModel
+
+    X, y = _waves()
+    clf = xtinyhar.HarClassifier({**TINY, "train.epochs": 6}).fit(X[:12], y[:12])
+    # a loose guard and agreement bound, for the reasons given in the ONNX test above
+    reports = clf.export(tmp_path / "m.tflite", int8=True, X=X[12:], y=y[12:],
+                         int8_min_agreement=0.0, int8_max_drop=1.0)
+    assert reports["int8"]["file"] == str(tmp_path / "m_int8.tflite")
+    model = HarModel(tmp_path / "m_int8.tflite")
+    assert model.metadata["precision"].startswith("int8")
+    on_device = [model.predict_trial(x)[0] for x in X]
+    assert np.mean([a == b for a, b in zip(on_device, clf.predict(X).tolist())]) >= 2 / 3
 
 def test_har_classifier_is_a_scikit_learn_estimator():
     import yaml
