@@ -147,7 +147,8 @@ def test_edge_runtime_row_times_the_device_path(tmp_path):
     bench = _benchmark("bench_edge")
     torch.manual_seed(0)
     student = InertialTransformer(StudentModelConfig(n_classes=3, window=150, dim=32, heads=4)).eval()
-    meta = {"window": 150, "channels": 6, "class_names": ["a", "b", "c"], "imu_hz": 50.0, "stride": 25}
+    meta = {"window": 150, "channels": 6, "class_names": ["a", "b", "c"], "imu_hz": 50.0, "stride": 25,
+            "segmentation": "sliding"}
     path = export_onnx(student, tmp_path / "s.onnx", meta)
     window = np.random.default_rng(0).normal(size=(1, 150, 6)).astype(np.float32)
     timed = bench.runtime_latency(path, window, runs=5)

@@ -57,7 +57,7 @@ def export_metadata(payload: dict, fmt: str, precision: str) -> dict:
         "output": "logits: float32 (batch, classes)",
         "class_names": list(payload["class_names"]), "window": int(model_cfg["window"]),
         "channels": int(model_cfg["channels"]), "imu_hz": float(model_cfg["imu_hz"]),
-        "stride": int(data["stride"]), "segmentation": data.get("segmentation", "sliding"),
+        "stride": int(data["stride"]), "segmentation": data["segmentation"],
         "dataset": data["dataset"],
         "train_subjects": list(payload.get("train_subjects", [])),
         "norm_mean": model_cfg.get("norm_mean", []), "norm_std": model_cfg.get("norm_std", []),
