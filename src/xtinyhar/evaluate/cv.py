@@ -17,6 +17,7 @@ the mean of its windows' probabilities).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 import yaml
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from xtinyhar.config import Config, cache_hash, config_from_dict
 from xtinyhar.data.splits import Split, splits_for_cache, standard_train_subjects
@@ -344,35 +346,37 @@ def schedule_folds(tasks: list[FoldTask], caches: dict[str, TokenCache], *, jobs
                                          task.kd, task.resume or needs_teacher(task))
             running[handle] = (order, stage, position, task)
 
-    executor.start({t.cache_key: caches[t.cache_key] for t in tasks}, threads)
-    try:
-        submit()
-        while running:
-            for handle, succeeded, result in executor.wait():
-                order, stage, position, task = running.pop(handle)
-                if not succeeded:
-                    if isinstance(result, WorkerLost):
-                        raise XTinyHARError(f"{task.fold_dir}: {result}") from None
-                    raise result
-                record, files = result
-                if files is not None:
-                    write_fold_files(task.fold_dir, files)
-                bar.update(1)
-                if stage == 0:
-                    ready.append((order, 1, position, task))
-                    continue
-                records[task.key] = record
-                finished += 1
-                log.info("%s: fold %d finished (test subjects %s), %d of %d", task.fold_dir,
-                         task.split.fold, task.split.test_subjects, finished, len(tasks))
-                if on_done is not None:
-                    on_done(task, record)
+    with contextlib.ExitStack() as stack:
+        stack.callback(bar.close)
+        if not bar.disable:
+            stack.enter_context(logging_redirect_tqdm())   # log lines above the bar, not through it
+        try:
+            executor.start({t.cache_key: caches[t.cache_key] for t in tasks}, threads)
             submit()
-    except BaseException:
-        bar.close()
-        executor.close(cancel=True)
-        raise
-    bar.close()
+            while running:
+                for handle, succeeded, result in executor.wait():
+                    order, stage, position, task = running.pop(handle)
+                    if not succeeded:
+                        if isinstance(result, WorkerLost):
+                            raise XTinyHARError(f"{task.fold_dir}: {result}") from None
+                        raise result
+                    record, files = result
+                    if files is not None:
+                        write_fold_files(task.fold_dir, files)
+                    bar.update(1)
+                    if stage == 0:
+                        ready.append((order, 1, position, task))
+                        continue
+                    records[task.key] = record
+                    finished += 1
+                    log.info("%s: fold %d finished (test subjects %s), %d of %d", task.fold_dir,
+                             task.split.fold, task.split.test_subjects, finished, len(tasks))
+                    if on_done is not None:
+                        on_done(task, record)
+                submit()
+        except BaseException:
+            executor.close(cancel=True)
+            raise
     executor.close()
     return records
 
