@@ -234,6 +234,7 @@ def test_an_address_nothing_answers_is_a_one_line_error(serial, tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: --address 127.0.0.1:") and "no Ray cluster answers" in err
     assert "\n" not in err
+    assert not (tmp_path / "run").exists()     # refused before the run folder is made
 
 
 def test_without_the_extra_the_error_names_it(serial, tmp_path, monkeypatch, capsys):
@@ -243,6 +244,7 @@ def test_without_the_extra_the_error_names_it(serial, tmp_path, monkeypatch, cap
     err = capsys.readouterr().err.strip()
     assert code == 2 and err == ("error: --address needs Ray, which is not installed: "
                                  "pip install 'xtinyhar[ray]'")
+    assert not (tmp_path / "run").exists()
 
 
 def test_usage_stats_are_off_before_ray_is_imported(monkeypatch):
@@ -253,3 +255,16 @@ def test_usage_stats_are_off_before_ray_is_imported(monkeypatch):
     assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
     with pytest.raises(XTinyHARError, match="--jobs 0"):
         executors.make_executor(jobs=0, address="127.0.0.1:1")
+
+
+def test_the_executor_follows_address_then_ray_address_then_jobs(monkeypatch):
+    from xtinyhar.evaluate import executors
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert isinstance(executors.make_executor(jobs=1), executors.InlineExecutor)
+    assert isinstance(executors.make_executor(jobs=2), executors.ProcessExecutor)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    ray_executor = executors.make_executor(jobs=2)
+    assert isinstance(ray_executor, executors.RayExecutor) and ray_executor.address == "10.0.0.1:6379"
+    assert executors.make_executor(address="local").address == "local"   # the flag wins
+    assert not ray_executor.shares_files and executors.ProcessExecutor(2).shares_files
