@@ -41,7 +41,7 @@ class NotFittedError(XTinyHARError, AttributeError):
 OWN_DATA_DEFAULTS: dict[str, Any] = {
     "data.window": 100, "data.stride": 50, "preproc.resample_hz": 50.0,
     "model.student.L": 2, "model.student.D": 64, "model.student.heads": 4,
-    "model.student.p_default": 20, "train.epochs": 30, "train.warmup_epochs": 2,
+    "model.student.p_default": 20, "train.epochs": 30, "train.warmup_epochs": 2, "train.min_steps": 1400,
     "train.lr": 1e-3, "eval.val_subjects": 1,
 }
 """What ``HarClassifier()`` starts from without a config: the values of

@@ -151,6 +151,7 @@ class TeacherConfig:
     mlp_ratio: float = field(default=2.0, metadata=_range(0, lo_open=True))
     dropout: float = field(default=0.1, metadata=_range(0, 0.9))
     skeleton_tokens: int = field(default=10, metadata=_range(1))
+    modalities: str = field(default="skeleton_imu", metadata=_range(choices=("skeleton_imu", "imu")))
     # The teacher's IMU tokenizer. None: the student's value, so both tokenise alike. With
     # dynamic patching the token spans (and so attention transfer and the attention
     # similarity) depend only on preproc.dynamic_patch, so a student may use a cheaper
@@ -177,6 +178,9 @@ class TrainConfig:
     seed: int = field(default=42, metadata=_range(0))
     teacher_epochs: int | None = field(default=None, metadata=_range(1))  # None: same as epochs
     warmup_epochs: int = field(default=5, metadata=_range(0))
+    # at least this many optimiser steps: with few training windows (a few dozen recordings)
+    # the epochs are raised until epochs * ceil(windows / batch_size) reaches it; 0: off
+    min_steps: int = field(default=0, metadata=_range(0))
     patience: int = field(default=30, metadata=_range(1))    # epochs without a better validation score
     grad_clip: float = field(default=1.0, metadata=_range(0, lo_open=True))
     label_smoothing: float = field(default=0.0, metadata=_range(0, 0.5))

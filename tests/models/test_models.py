@@ -229,3 +229,18 @@ def test_conv_stem_depth_and_checkpoint_names():
     assert four(torch.randn(3, 50, 6)).shape == (3, 50, 8)
     deep = small_student(stem_layers=3)
     assert deep(imu_batch(2)).shape == (2, K) and hasattr(deep.tokenizer.stem, "conv3")
+
+
+def test_imu_only_teacher_ignores_the_skeleton_and_has_no_skeleton_branch():
+    cfg = dict(n_classes=5, window=100, skeleton_frames=50, dim=32, depth=1, heads=2)
+    both = STConvTeacher(TeacherModelConfig(**cfg))
+    imu_only = STConvTeacher(TeacherModelConfig(**cfg, modalities="imu")).eval()
+    assert imu_only.n_skeleton_tokens == 0 and both.n_skeleton_tokens == 10
+    assert not any(name.startswith("skeleton.") for name, _ in imu_only.named_parameters())
+    imu = torch.randn(3, 100, 6)
+    a = imu_only(imu, torch.randn(3, 50, 20, 3))
+    b = imu_only(imu, torch.zeros(3, 50, 20, 3))
+    torch.testing.assert_close(a, b)
+    logits, maps = imu_only(imu, None, return_attention=True)
+    assert logits.shape == (3, 5) and maps[0].shape[-1] == imu_only.imu.patcher.token_mask.shape[1]
+    imu_only.set_normalization([0.0] * 6, [1.0] * 6, [0.0] * 60, [1.0] * 60)   # no skeleton: no-op there

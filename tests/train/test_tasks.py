@@ -86,3 +86,16 @@ def test_a_zero_skeleton_std_in_a_teacher_is_refused(tmp_path):
     with pytest.raises(DataError, match=r"teacher.pt: normalization std skeleton.norm_std is -1 "
                                         r"for joint 2 axis y"):
         load_model(path, "teacher")
+
+
+def test_min_steps_raises_epochs_and_patience_for_few_windows():
+    from xtinyhar.train.tasks import settings_from
+
+    cfg = config_from_dict({"train": {"epochs": 30, "batch_size": 64, "patience": 10,
+                                      "min_steps": 1400}})
+    few = settings_from(cfg, teacher=False, n_train=50)          # 1 step per epoch
+    assert (few.epochs, few.patience) == (1400, 467)
+    many = settings_from(cfg, teacher=False, n_train=64 * 100)   # 100 steps x 30 epochs > 1400
+    assert (many.epochs, many.patience) == (30, 10)
+    off = settings_from(config_from_dict({"train": {"epochs": 30}}), teacher=False, n_train=50)
+    assert off.epochs == 30

@@ -57,4 +57,4 @@ def teacher_config(cfg: Config, n_classes: int, joints: int) -> TeacherModelConf
         dynamic_patching=dp.enabled,
         stem_channels=_own_or_student(t.stem_channels, s.stem_channels),
         stem_layers=_own_or_student(t.stem_layers, s.stem_layers),
-        pos_embedding=s.pos_embedding, dropout=t.dropout)
+        pos_embedding=s.pos_embedding, dropout=t.dropout, modalities=t.modalities)

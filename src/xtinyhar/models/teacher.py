@@ -52,6 +52,7 @@ class TeacherModelConfig:
     norm_std: list[float] = field(default_factory=list)
     skeleton_mean: list[float] = field(default_factory=list)    # per joint coordinate (J*3)
     skeleton_std: list[float] = field(default_factory=list)
+    modalities: str = "skeleton_imu"   # skeleton_imu | imu (the ablation's IMU-only teacher)
 
     def __post_init__(self):
         if not 0 <= self.hip_joint < self.joints:
@@ -109,12 +110,16 @@ class SkeletonTokenizer(nn.Module):
 
 
 class STConvTeacher(nn.Module):
-    """``forward(imu, skeleton)``: (B, W, C) raw IMU and (B, T_s, J, 3) skeleton (metres)."""
+    """``forward(imu, skeleton)``: (B, W, C) raw IMU and (B, T_s, J, 3) skeleton (metres).
+    With ``modalities="imu"`` the skeleton is ignored: a larger IMU-only model, the
+    ablation's answer to what the skeleton adds to distillation."""
 
     def __init__(self, cfg: TeacherModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.skeleton = SkeletonTokenizer(cfg)
+        if cfg.modalities not in ("skeleton_imu", "imu"):
+            raise ConfigError(f"teacher: modalities {cfg.modalities!r} is not skeleton_imu or imu")
+        self.skeleton = SkeletonTokenizer(cfg) if cfg.modalities == "skeleton_imu" else None
         self.imu = ImuTokenizer(
             channels=cfg.channels, window=cfg.window, imu_hz=cfg.imu_hz, dim=cfg.dim,
             p_default=cfg.p_default, p_min=cfg.p_min, p_max=cfg.p_max, tau_low=cfg.tau_low,
@@ -132,24 +137,29 @@ class STConvTeacher(nn.Module):
 
     @property
     def n_skeleton_tokens(self) -> int:
-        return self.cfg.skeleton_tokens
+        return self.cfg.skeleton_tokens if self.skeleton is not None else 0
 
     def set_normalization(self, imu_mean, imu_std, skeleton_mean, skeleton_std) -> None:
         """Store training-fold statistics in the model and in its config (checkpoints)."""
         self.imu.set_normalization(imu_mean, imu_std)
         J = self.cfg.joints
-        self.skeleton.norm_mean.copy_(torch.as_tensor(skeleton_mean, dtype=torch.float32).reshape(J, 3))
-        self.skeleton.norm_std.copy_(torch.as_tensor(skeleton_std, dtype=torch.float32).reshape(J, 3))
+        if self.skeleton is not None:
+            self.skeleton.norm_mean.copy_(torch.as_tensor(skeleton_mean, dtype=torch.float32).reshape(J, 3))
+            self.skeleton.norm_std.copy_(torch.as_tensor(skeleton_std, dtype=torch.float32).reshape(J, 3))
         self.cfg.norm_mean, self.cfg.norm_std = [float(v) for v in imu_mean], [float(v) for v in imu_std]
         self.cfg.skeleton_mean = [float(v) for v in skeleton_mean]
         self.cfg.skeleton_std = [float(v) for v in skeleton_std]
 
     def forward(self, imu: torch.Tensor, skeleton: torch.Tensor, return_attention: bool = False):
-        skel_tokens, skel_centre = self.skeleton(skeleton)               # (B, N_s, D)
         imu_tokens, imu_mask, imu_centre = self.imu(imu)                 # (B, N_i, D)
-        x = torch.cat([skel_tokens + self.modality[0], imu_tokens + self.modality[1]], dim=1)
-        x = x + self.pos(torch.cat([skel_centre, imu_centre], dim=1))
-        mask = torch.cat([torch.ones_like(skel_centre, dtype=torch.bool), imu_mask], dim=1)
+        if self.skeleton is None:                                        # IMU-only teacher
+            x = imu_tokens + self.modality[1] + self.pos(imu_centre)
+            mask = imu_mask
+        else:
+            skel_tokens, skel_centre = self.skeleton(skeleton)           # (B, N_s, D)
+            x = torch.cat([skel_tokens + self.modality[0], imu_tokens + self.modality[1]], dim=1)
+            x = x + self.pos(torch.cat([skel_centre, imu_centre], dim=1))
+            mask = torch.cat([torch.ones_like(skel_centre, dtype=torch.bool), imu_mask], dim=1)
         x = self.drop(x)
         bias = attention_bias(mask)                                      # (B, 1, 1, N)
         maps = []

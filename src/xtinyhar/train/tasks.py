@@ -7,6 +7,8 @@ is fitted on the training indices only and stored inside the model; models are b
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,8 @@ from xtinyhar.train.kd import attention_transfer_loss, distillation_loss
 from xtinyhar.train.loop import Arrays, FitResult, FitSettings, fit, predict_logits
 from xtinyhar.train.normalization import imu_stats, jitter_scale, skeleton_stats
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class Trained:
@@ -31,11 +35,20 @@ class Trained:
     result: FitResult
 
 
-def settings_from(cfg: Config, teacher: bool) -> FitSettings:
+def settings_from(cfg: Config, teacher: bool, n_train: int = 0) -> FitSettings:
+    """The fit's settings; ``n_train`` training windows raise the epochs to reach
+    ``train.min_steps`` optimiser steps."""
     t = cfg.train
     epochs = (t.teacher_epochs or t.epochs) if teacher else t.epochs
+    steps_per_epoch, patience = math.ceil(n_train / t.batch_size), t.patience
+    if t.min_steps and steps_per_epoch and epochs * steps_per_epoch < t.min_steps:
+        raised = math.ceil(t.min_steps / steps_per_epoch)
+        patience = math.ceil(t.patience * raised / epochs)   # the same share of the fit
+        log.info("%d training windows: %d epochs (patience %d) for train.min_steps %d",
+                 n_train, raised, patience, t.min_steps)
+        epochs = raised
     return FitSettings(epochs=epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
-                       seed=t.seed, warmup_epochs=t.warmup_epochs, patience=t.patience,
+                       seed=t.seed, warmup_epochs=t.warmup_epochs, patience=patience,
                        grad_clip=t.grad_clip, threads=t.threads, average=t.average,
                        average_start=t.average_start, ema_decay=t.ema_decay)
 
@@ -91,7 +104,7 @@ def fit_teacher(cfg: Config, cache: TokenCache, train_idx: np.ndarray, val_idx: 
         logits = teacher_forward(m, batch)
         return F.cross_entropy(logits, batch["label"], label_smoothing=smoothing), logits
 
-    result = fit(model, train, val, step, settings_from(cfg, teacher=True),
+    result = fit(model, train, val, step, settings_from(cfg, teacher=True, n_train=len(train_idx)),
                  augment=make_augment(cfg, jitter_scale(train["imu"])), workdir=workdir, resume=resume,
                  desc=desc, fingerprint=fit_fingerprint(cfg, cache, train_idx))
     return Trained(model, result)
@@ -150,7 +163,7 @@ def fit_student(cfg: Config, cache: TokenCache, train_idx: np.ndarray, val_idx: 
         return distillation_loss(logits, batch["teacher_logits"], batch["label"], T=d.T,
                                  alpha=d.alpha, label_smoothing=smoothing), logits
 
-    result = fit(model, train, val, step, settings_from(cfg, teacher=False),
+    result = fit(model, train, val, step, settings_from(cfg, teacher=False, n_train=len(train_idx)),
                  augment=augment, workdir=workdir, resume=resume, desc=desc,
                  fingerprint=fit_fingerprint(cfg, cache, train_idx, teacher))
     return Trained(model, result)
