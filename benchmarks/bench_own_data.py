@@ -1,7 +1,7 @@
 """Benchmark: the own-data path on a public real activity dataset, as one table.
 
     .venv/bin/python benchmarks/bench_own_data.py [--dataset BasicMotions]
-        [--seeds 42 43 44] [--runs runs/bench_own_data] [--models student cnn1d ...]
+        [--seeds 42 43 44] [--runs runs/bench_own_data] [--models student cnn1d ...] [--set KEY=VALUE ...]
 
 The data are UEA/UCR ``.ts`` pairs that aeon ships (read in place from aeon's package
 folder), each with its predefined train/test split, which is the protocol used: the files
@@ -116,13 +116,18 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--runs", default=str(REPO / "runs" / "bench_own_data"))
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key for every model (repeatable)")
     args = parser.parse_args()
 
     from xtinyhar.errors import XTinyHARError
     from xtinyhar.io import write_json
 
     train, test = ts_files(args.dataset)
-    overrides = {"data.root": str(train), "eval.protocol": "predefined", **DATASETS[args.dataset]}
+    from xtinyhar.cli import parse_overrides
+
+    overrides = {"data.root": str(train), "eval.protocol": "predefined", **DATASETS[args.dataset],
+                 **parse_overrides(args.set)}
     runs = Path(args.runs) / args.dataset
     rows = []
     try:
@@ -146,7 +151,8 @@ def main() -> int:
         return 2
 
     print(f"\n{args.dataset} (aeon's copy), predefined split {train.name} / {test.name}; "
-          f"{Path(args.config).name} + {' '.join(f'{k}={v}' for k, v in DATASETS[args.dataset].items())}; "
+          f"{Path(args.config).name} + {' '.join(f'{k}={v}' for k, v in DATASETS[args.dataset].items())} "
+          f"{' '.join(args.set)}; "
           f"mean ± std over seeds {', '.join(map(str, args.seeds))}, per test recording")
     header = f"{'model':<30} {'accuracy':>15} {'macro-F1':>15} {'params':>8}"
     print(header)
