@@ -369,8 +369,8 @@ def _edge_rows(model, inputs, runs: int) -> list[str]:
         calibration = np.repeat(window, 8, axis=0)
         int8 = quantize_onnx_int8(path, Path(folder) / "m_int8.onnx", calibration, meta)
         for name, file in (("ONNX Runtime fp32", path), ("ONNX Runtime int8", int8)):
-            session = onnx_session(file, threads=1)
-            row(name, file.stat().st_size, measure_latency(lambda: session.run(None, {"imu": window}), runs=runs))
+            inference = onnx_session(file, threads=1)
+            row(name, file.stat().st_size, measure_latency(lambda: inference.run(None, {"imu": window}), runs=runs))
         if all(importlib.util.find_spec(m) for m in ("litert_torch", "ai_edge_litert", "ai_edge_quantizer")):
             from xtinyhar.export.to_tflite import (export_tflite, quantize_tflite_dynamic,
                                                    tflite_interpreter)

@@ -135,9 +135,9 @@ def onnx_session(path: str | Path, threads: int = 1):
 
 
 def onnx_logits(path_or_session, imu: np.ndarray, batch: int = 256) -> np.ndarray:
-    session = path_or_session if hasattr(path_or_session, "run") else onnx_session(path_or_session)
+    inference = path_or_session if hasattr(path_or_session, "run") else onnx_session(path_or_session)
     imu = np.ascontiguousarray(imu, dtype=np.float32)
-    return np.concatenate([session.run(None, {"imu": imu[i:i + batch]})[0]
+    return np.concatenate([inference.run(None, {"imu": imu[i:i + batch]})[0]
                            for i in range(0, len(imu), batch)])
 
 
