@@ -9,7 +9,8 @@ trained in the student's KD runs), the 1D-CNN, TinyHAR, DeepConvLSTM (``model.st
 and MiniRocket on whole trials (``minirocket_trial``). Each is run through the same code as
 ``xtinyhar cv``: on the standard cross-subject split (subjects 1, 3, 5, 7 train / 2, 4, 6, 8
 test) once per seed and, unless ``--skip-kfold``, in subject-independent 5-fold CV (the
-config's seed). Runs go to ``<runs>/standard_seed<N>`` and ``<runs>/kfold_kd`` (the student with KD),
+config's seed), all as one grid of folds on ``--jobs`` workers (the scheduler of ``cv`` and
+``ablate``: each worker trains on ``train.threads // jobs`` threads). Runs go to ``<runs>/standard_seed<N>`` and ``<runs>/kfold_kd`` (the student with KD),
 ``standard_nokd_seed<N>`` and ``kfold_nokd``, ``baseline_<arch>_seed<N>`` and ``kfold_<arch>``,
 and are resumed, so an interrupted benchmark continues where it stopped and a finished one
 only prints. ``--set`` overrides the config for every model (e.g. sliding windows:
@@ -39,7 +40,7 @@ from xtinyhar.cli import parse_overrides
 from xtinyhar.config import load_config
 from xtinyhar.data import load_dataset
 from xtinyhar.errors import XTinyHARError
-from xtinyhar.evaluate.cv import run_cv
+from xtinyhar.evaluate.cv import finish_cv, plan_cv, plan_tasks, schedule_folds
 from xtinyhar.evaluate.profile import count_flops, count_parameters, measure_latency
 from xtinyhar.export.to_onnx import Int8Guard, export_checkpoint, onnx_session
 from xtinyhar.io import write_json
@@ -111,6 +112,54 @@ def cost(entry: Entry, run_dir: Path, cache, out: Path, latency_runs: int) -> di
             "ort_ms": latency["median_ms"]}
 
 
+def run_grid(args, overrides: dict, cache) -> tuple[dict[str, list[dict]], dict[str, dict]]:
+    """Every model's runs (standard split per seed, then 5-fold) as one grid of folds through
+    the scheduler of ``cv`` and ``ablate`` on ``--jobs`` workers; finished runs are resumed.
+    Returns the standard-split summaries per model (one per seed) and the 5-fold summaries."""
+    wanted = []   # (model key, protocol, run folder, config, kd); the teacher shares the student's runs
+    for protocol in ("standard",) if args.skip_kfold else ("standard", "kfold"):
+        for key in args.models:
+            entry = ENTRIES[key]
+            for seed in args.seeds if protocol == "standard" else [None]:
+                extra = {"model.student.arch": entry.arch} | ({"train.seed": seed} if seed else {})
+                folder = Path(args.runs) / (entry.standard_run(seed) if seed else entry.kfold_run())
+                wanted.append((key, protocol, folder, load_config(args.config, {**overrides, **extra}),
+                               entry.kd))
+    plans, tasks = {}, []
+    for order, (_, protocol, folder, cfg, kd) in enumerate(wanted):
+        if folder not in plans:
+            plans[folder] = plan_cv(cfg, cache, protocol=protocol, run_dir=folder, resume=True, kd=kd)
+            tasks += plan_tasks(plans[folder], "cache", key=folder, order=order)
+    done: dict[Path, dict[int, dict]] = {folder: {} for folder in plans}
+    summaries: dict[Path, dict] = {}
+
+    def finish(folder: Path) -> None:
+        summaries[folder] = finish_cv(plans[folder], done[folder], jobs=args.jobs, wall_seconds=None)
+        print(f"  {folder}: finished", file=sys.stderr)
+
+    def on_done(task, record) -> None:
+        folder, fold = task.key
+        done[folder][fold] = record
+        if len(done[folder]) == len(plans[folder].todo):
+            finish(folder)
+
+    for folder, plan in plans.items():   # finished earlier
+        if not plan.todo:
+            finish(folder)
+    started = time.perf_counter()
+    schedule_folds(tasks, {"cache": cache}, jobs=args.jobs, on_done=on_done)
+    print(f"  {len(tasks)} fold(s) trained in {time.perf_counter() - started:.0f} s "
+          f"on {args.jobs} worker(s)", file=sys.stderr)
+    standard: dict[str, list[dict]] = {}
+    kfold: dict[str, dict] = {}
+    for key, protocol, folder, _, _ in wanted:
+        if protocol == "standard":
+            standard.setdefault(key, []).append(summaries[folder])
+        else:
+            kfold[key] = summaries[folder]
+    return standard, kfold
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(REPO / "configs" / "utd_mhad.yaml"))
@@ -120,7 +169,8 @@ def main() -> int:
     parser.add_argument("--skip-kfold", action="store_true", help="only the standard split")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key for every model (repeatable)")
-    parser.add_argument("--jobs", type=int, default=2, help="folds trained at once (default 2)")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="folds trained at once, across every model and seed (default 2)")
     parser.add_argument("--latency-runs", type=int, default=1000)
     args = parser.parse_args()
     runs = Path(args.runs)
@@ -129,24 +179,7 @@ def main() -> int:
         base = load_config(args.config, overrides)
         report = load_dataset(base)
         cache = build_token_cache(base, report.trials, report.class_names)
-        standard: dict[str, list[dict]] = {}
-        for key in args.models:   # first every model on the standard split, then 5-fold
-            entry = ENTRIES[key]
-            standard[key] = []
-            for seed in args.seeds:
-                cfg = load_config(args.config, {**overrides, "model.student.arch": entry.arch,
-                                                "train.seed": seed})
-                run_dir = runs / entry.standard_run(seed)
-                started = time.perf_counter()
-                standard[key].append(run_cv(cfg, cache, protocol="standard", run_dir=run_dir,
-                                            resume=True, kd=entry.kd, jobs=1))
-                print(f"  {run_dir}: {time.perf_counter() - started:.0f} s this call", file=sys.stderr)
-        kfold: dict[str, dict] = {}
-        for key in [] if args.skip_kfold else args.models:
-            entry = ENTRIES[key]
-            cfg = load_config(args.config, {**overrides, "model.student.arch": entry.arch})
-            kfold[key] = run_cv(cfg, cache, protocol="kfold", run_dir=runs / entry.kfold_run(),
-                                resume=True, kd=entry.kd, jobs=args.jobs)
+        standard, kfold = run_grid(args, overrides, cache)
         rows = []
         for key in args.models:   # costs last, one model after another in this process
             entry = ENTRIES[key]

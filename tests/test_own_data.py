@@ -229,6 +229,14 @@ def test_explain_profile_report_on_a_custom_run(tmp_path, capsys):
     onnx = tmp_path / "s.onnx"
     assert main(["export", "--checkpoint", str(student), "--out", str(onnx)]) == 0
     assert main(["profile", "--model", str(onnx), "--runs", "5", "--warmup", "1"]) == 0
+    # a recording as the folder holds it (header, time column) times as predict reads it
+    capsys.readouterr()
+    assert main(["profile", "--model", str(onnx), "--runs", "5", "--warmup", "1",
+                 "--input", str(folder / "r0.csv")]) == 0
+    timed_label = capsys.readouterr().out.strip().splitlines()[-1].split()[-1]
+    assert main(["predict", "--model", str(onnx), "--input", str(folder / "r0.csv")]) == 0
+    first = next(line for line in capsys.readouterr().out.splitlines() if "window 0 " in line)
+    assert first.split()[-2] == timed_label          # profile times the recording's first window
     reports = tmp_path / "reports"
     assert main(["report", "--run", str(run), "--out", str(reports)]) == 0
     assert any(p.suffix == ".tex" for p in reports.iterdir())

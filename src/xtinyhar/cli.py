@@ -496,33 +496,15 @@ def cmd_stream(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_predict_input(path: Path, channels: int) -> "np.ndarray":
-    """One recording for ``predict``: a CSV (a header row of channel names with a time column
-    dropped, or bare numbers) or a UTD-MHAD ``*_inertial.mat``; float32 (T, C)."""
-    import numpy as np
-
+def read_predict_input(path: Path) -> "np.ndarray":
+    """One recording for ``predict``: a CSV (bare numbers, or a header row of channel names
+    whose time column is left out) or a UTD-MHAD ``*_inertial.mat``; float32 (T, C)."""
     from xtinyhar.export.recording import read_imu_csv
 
     if path.suffix.lower() == ".mat":
         from xtinyhar.data.utd_mhad import read_inertial
         return read_inertial(path)
-    with open(path, encoding="utf-8-sig", errors="replace") as handle:
-        first = handle.readline()
-    cells = [c.strip() for c in first.split(",")]
-    if cells and not any(_is_number(c) for c in cells):   # a header row: name the time column out
-        from xtinyhar.config import DataConfig
-        from xtinyhar.data.custom import read_recording_csv
-
-        return np.asarray(read_recording_csv(path, DataConfig(imu_channels=channels)), np.float32)
     return read_imu_csv(path)
-
-
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-        return True
-    except ValueError:
-        return False
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -557,7 +539,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                      **{f"p_{name}": round(float(p), 6) for name, p in zip(names, probs)}})
 
     for file in files:
-        imu = read_predict_input(file, model.channels)
+        imu = read_predict_input(file)
         if imu.ndim != 2 or imu.shape[1] != model.channels:
             raise XTinyHARError(f"{file}: {imu.shape[1] if imu.ndim == 2 else '?'} channel(s), the "
                                 f"model expects {model.channels}")

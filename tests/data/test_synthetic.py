@@ -321,7 +321,7 @@ def test_write_recording_gives_a_csv_that_predict_reads(tmp_path, capsys):
     trial = write_recording(path, "wave", subject=9)
     assert trial.subject == 9 and trial.label == SYNTHETIC_CLASSES.index("wave")
     assert path.read_text().splitlines()[0].startswith("time_s,acc_x_g")
-    np.testing.assert_allclose(read_predict_input(path, 6), trial.imu, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(read_predict_input(path), trial.imu, rtol=1e-5, atol=1e-4)
     assert main(["--out", str(tmp_path / "jog.csv"), "--activity", "jog"]) == 0
     assert "wrote" in capsys.readouterr().out and (tmp_path / "jog.csv").is_file()
     with pytest.raises(ConfigError, match="unknown activity 'fly'"):

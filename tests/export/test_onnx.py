@@ -292,8 +292,9 @@ def run_timing_without_torch(args: list[str]) -> subprocess.CompletedProcess:
 def test_device_timing_command_without_torch(student, utd_trials, tmp_path):
     """``xtinyhar profile --model`` times a file with numpy + onnxruntime only."""
     trials, _ = utd_trials
-    csv = tmp_path / "trial.csv"
-    np.savetxt(csv, trials[3].imu, delimiter=",", header="ax,ay,az,gx,gy,gz", comments="")
+    csv = tmp_path / "trial.csv"   # with a time column, as recorders write them; it is left out
+    stamped = np.column_stack([np.arange(len(trials[3].imu)) / 50, trials[3].imu])
+    np.savetxt(csv, stamped, delimiter=",", header="time_s,ax,ay,az,gx,gy,gz", comments="")
     out = run_timing_without_torch([student["onnx"], "--runs", "3", "--warmup", "1", "--input", csv])
     assert out.returncode == 0, out.stderr
     row = out.stdout.strip().splitlines()[-1].split()
@@ -381,6 +382,11 @@ def test_bad_files_are_clear_errors(student, tmp_path):
         read_imu_csv(csv)
     csv.write_text("1,2,3\n")
     with pytest.raises(DataError, match="3 columns, the model expects 6"):
+        read_imu_csv(csv, 6)
+    csv.write_text("\ufeffTime,ax,ay,az,gx,gy,gz\n0.00,1,2,3,4,5,6\n0.02,1,2,3,4,5,7\n")
+    np.testing.assert_array_equal(read_imu_csv(csv, 6), [[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 7]])
+    csv.write_text("time,ax,ay\n0.00,1,2\n")                   # the time column is no channel
+    with pytest.raises(DataError, match="2 columns, the model expects 6"):
         read_imu_csv(csv, 6)
     with pytest.raises(DataError, match="samples must be"):
         Streamer(HarModel(student["onnx"])).push(np.zeros((4, 3)))

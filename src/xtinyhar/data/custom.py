@@ -36,10 +36,10 @@ import numpy as np
 from xtinyhar.config import DataConfig
 from xtinyhar.data.trial import LoadReport, Trial, check_array, warn_if_silent
 from xtinyhar.errors import DataError
+from xtinyhar.preprocess.arrays import TIME_COLUMNS
 
 log = logging.getLogger(__name__)
 
-TIME_COLUMNS = ("time", "t", "timestamp", "timestamps", "time_s", "seconds")
 SPLITS = ("train", "test")
 STANDARD_GRAVITY = 9.80665
 

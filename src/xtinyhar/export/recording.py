@@ -1,5 +1,6 @@
 """Reading IMU recordings on a device, with NumPy only: any array-like checked into a real
-array, and a CSV of samples (one row per sample: acc x,y,z in g, gyro x,y,z in deg/s)."""
+array, and a CSV of samples (one row per sample: acc x,y,z in g, gyro x,y,z in deg/s, with
+an optional header row and time column)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from xtinyhar.errors import DataError
+from xtinyhar.preprocess.arrays import TIME_COLUMNS
 
 
 def as_numeric(values, source: str) -> np.ndarray:
@@ -25,7 +27,8 @@ def as_numeric(values, source: str) -> np.ndarray:
 
 def read_imu_csv(path: str | Path, channels: int | None = None) -> np.ndarray:
     """A CSV of IMU samples, one row per sample (acc x,y,z in g, gyro x,y,z in deg/s); a
-    header row of names is allowed. Returns float32 (T, C)."""
+    header row of names is allowed, and a column it names as time (``preprocess.arrays.TIME_COLUMNS``) is
+    left out. Returns float32 (T, C)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
@@ -38,7 +41,10 @@ def read_imu_csv(path: str | Path, channels: int | None = None) -> np.ndarray:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1)
              if line.strip()]                                  # (line number in the file, text)
+    time_columns: list[int] = []
     if lines and _is_header(lines[0][1]):
+        header = [cell.strip().lower() for cell in lines[0][1].lstrip("\ufeff").split(",")]
+        time_columns = [i for i, name in enumerate(header) if name in TIME_COLUMNS]
         lines = lines[1:]
     if not lines:
         raise DataError(f"{path}: no samples")
@@ -51,7 +57,7 @@ def read_imu_csv(path: str | Path, channels: int | None = None) -> np.ndarray:
     widths = {len(r) for r in rows}
     if len(widths) != 1:
         raise DataError(f"{path}: rows have different numbers of columns {sorted(widths)}")
-    imu = np.asarray(rows, dtype=np.float32)
+    imu = np.delete(np.asarray(rows, dtype=np.float32), time_columns, axis=1)
     if channels is not None and imu.shape[1] != channels:
         raise DataError(f"{path}: {imu.shape[1]} columns, the model expects {channels} "
                         "(acc x,y,z in g, gyro x,y,z in deg/s)")

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# Header names of a CSV recording's time column (any case): it carries no signal, so the
+# training loader and the device reader both leave it out.
+TIME_COLUMNS = ("time", "t", "timestamp", "timestamps", "time_s", "seconds")
+
 
 def interpolate(series: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """Linearly interpolate ``series`` (T, ...) at fractional sample ``positions`` (M,).
