@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_accuracy.py [--config configs/utd_mhad.yaml]
         [--seeds 42 43 44] [--runs runs/bench] [--models student cnn1d ...] [--skip-kfold]
+        [--kfold-models student ...]
         [--set KEY=VALUE ...] [--jobs 2] [--latency-runs 1000]
 
 Models: the distilled student, the same student without KD, the teacher (skeleton + IMU,
@@ -9,7 +10,7 @@ trained in the student's KD runs), the 1D-CNN, TinyHAR, DeepConvLSTM (``model.st
 and MiniRocket on whole trials (``minirocket_trial``). Each is run through the same code as
 ``xtinyhar cv``: on the standard cross-subject split (subjects 1, 3, 5, 7 train / 2, 4, 6, 8
 test) once per seed and, unless ``--skip-kfold``, in subject-independent 5-fold CV (the
-config's seed), all as one grid of folds on ``--jobs`` workers (the scheduler of ``cv`` and
+config's seed; ``--kfold-models`` names a subset), all as one grid of folds on ``--jobs`` workers (the scheduler of ``cv`` and
 ``ablate``: each worker trains on ``train.threads // jobs`` threads). Runs go to ``<runs>/standard_seed<N>`` and ``<runs>/kfold_kd`` (the student with KD),
 ``standard_nokd_seed<N>`` and ``kfold_nokd``, ``baseline_<arch>_seed<N>`` and ``kfold_<arch>``,
 and are resumed, so an interrupted benchmark continues where it stopped and a finished one
@@ -112,13 +113,18 @@ def cost(entry: Entry, run_dir: Path, cache, out: Path, latency_runs: int) -> di
             "ort_ms": latency["median_ms"]}
 
 
+def kfold_models(args) -> list[str]:
+    """The models of ``--models`` that also run in 5-fold."""
+    return [key for key in args.models if args.kfold_models is None or key in args.kfold_models]
+
+
 def run_grid(args, overrides: dict, cache) -> tuple[dict[str, list[dict]], dict[str, dict]]:
     """Every model's runs (standard split per seed, then 5-fold) as one grid of folds through
     the scheduler of ``cv`` and ``ablate`` on ``--jobs`` workers; finished runs are resumed.
     Returns the standard-split summaries per model (one per seed) and the 5-fold summaries."""
     wanted = []   # (model key, protocol, run folder, config, kd); the teacher shares the student's runs
     for protocol in ("standard",) if args.skip_kfold else ("standard", "kfold"):
-        for key in args.models:
+        for key in args.models if protocol == "standard" else kfold_models(args):
             entry = ENTRIES[key]
             for seed in args.seeds if protocol == "standard" else [None]:
                 extra = {"model.student.arch": entry.arch} | ({"train.seed": seed} if seed else {})
@@ -167,6 +173,8 @@ def main() -> int:
     parser.add_argument("--runs", default=str(REPO / "runs" / "bench"))
     parser.add_argument("--models", nargs="+", choices=list(ENTRIES), default=list(ENTRIES))
     parser.add_argument("--skip-kfold", action="store_true", help="only the standard split")
+    parser.add_argument("--kfold-models", nargs="+", choices=list(ENTRIES), default=None,
+                        help="the models also run in 5-fold (default: every one of --models)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key for every model (repeatable)")
     parser.add_argument("--jobs", type=int, default=2,
@@ -198,7 +206,7 @@ def main() -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    if "student" in args.models and "student_nokd" in args.models and not args.skip_kfold:
+    if {"student", "student_nokd"} <= set(kfold_models(args)) and not args.skip_kfold:
         kd, plain = (next(r for r in rows if r["key"] == k)["kfold_trial"] for k in ("student", "student_nokd"))
         gains = [a - b for a, b in zip(kd, plain)]
         print(f"\nKD gain per fold (5-fold, trial accuracy, KD minus no KD): "

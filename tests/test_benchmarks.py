@@ -2,6 +2,7 @@
 themselves are `xtinyhar cv` and the fit loop, tested elsewhere)."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ def _benchmark(name: str):
     """Import benchmarks/<name>.py (a script folder, not a package)."""
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module        # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -165,3 +167,32 @@ def test_int8_benchmark_settings_and_node_overhead():
     assert names[0].startswith("--int8") and len(names) == 7
     one, chain = bench.node_overhead(nodes=5, rounds=1)
     assert 0 < one and 0 < chain
+
+
+def test_accuracy_benchmark_runs_one_grid_and_resumes_it(tmp_path, monkeypatch, capsys):
+    """bench_accuracy: every (model, seed) standard run and the --kfold-models' 5-fold runs
+    as one grid; a second call finds every run finished and trains nothing."""
+    import json
+
+    bench = _benchmark("bench_accuracy")
+    runs = tmp_path / "runs"
+    argv = ["bench_accuracy.py", "--runs", str(runs), "--seeds", "42", "43", "--jobs", "1",
+            "--models", "student_nokd", "minirocket_trial", "--kfold-models", "minirocket_trial",
+            "--set", "train.epochs=1", "--set", "train.threads=1", "--latency-runs", "3"]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert bench.main() == 0
+    first = capsys.readouterr()
+    assert sorted(p.name for p in runs.iterdir()) == [
+        "baseline_minirocket_trial_seed42", "baseline_minirocket_trial_seed43", "bench_accuracy.json",
+        "kfold_minirocket_trial", "standard_nokd_seed42", "standard_nokd_seed43"]
+    assert "9 fold(s) trained" in first.err                    # 4 standard runs + 5 folds
+    rows = {r["key"]: r for r in json.loads((runs / "bench_accuracy.json").read_text())["rows"]}
+    assert len(rows["minirocket_trial"]["kfold_trial"]) == 5 and rows["student_nokd"]["kfold_trial"] == []
+    assert len(rows["student_nokd"]["standard_trial"]) == 2 and rows["student_nokd"]["params"] > 0
+    assert "KD gain" not in first.out                          # no KD run in this grid
+    assert bench.main() == 0
+    second = capsys.readouterr()
+    assert "0 fold(s) trained" in second.err
+    table = lambda out: [line for line in out.splitlines() if line.startswith(("student", "MiniRocket"))]  # noqa: E731
+    strip_ms = lambda lines: [line.rsplit(None, 1)[0] for line in lines]   # latency differs  # noqa: E731
+    assert strip_ms(table(second.out)) == strip_ms(table(first.out))
