@@ -221,7 +221,9 @@ def main() -> int:
         if not args.skip_kfold:
             header += f" {'5-fold ' + level + ' acc':>17} {'macro-F1':>13}"
     header += f" {'params':>8} {'MFLOPs':>6} {'int8 KB':>7} {'int8 acc':>8} {'ORT ms':>6}"
-    print(f"\n{base.data.dataset}, {args.config} {' '.join(args.set)}; standard split: mean ± std of seeds "
+    shown = Path(args.config).resolve()
+    shown = shown.relative_to(REPO) if shown.is_relative_to(REPO) else shown
+    print(f"\n{base.data.dataset}, {shown} {' '.join(args.set)}; standard split: mean ± std of seeds "
           f"{', '.join(map(str, args.seeds))}; 5-fold: mean ± std of folds; cost of the seed-"
           f"{args.seeds[0]} model, batch 1, 1 thread, ORT fp32 median of {args.latency_runs} calls")
     print(header)
