@@ -41,7 +41,7 @@ from xtinyhar.cli import parse_overrides
 from xtinyhar.config import load_config
 from xtinyhar.data import load_dataset
 from xtinyhar.errors import XTinyHARError
-from xtinyhar.evaluate.cv import finish_cv, plan_cv, plan_tasks, schedule_folds
+from xtinyhar.evaluate.cv import plan_cv, run_plans
 from xtinyhar.evaluate.profile import count_flops, count_parameters, measure_latency
 from xtinyhar.export.to_onnx import Int8Guard, export_checkpoint, onnx_session
 from xtinyhar.io import write_json
@@ -131,30 +131,21 @@ def run_grid(args, overrides: dict, cache) -> tuple[dict[str, list[dict]], dict[
                 folder = Path(args.runs) / (entry.standard_run(seed) if seed else entry.kfold_run())
                 wanted.append((key, protocol, folder, load_config(args.config, {**overrides, **extra}),
                                entry.kd))
-    plans, tasks = {}, []
-    for order, (_, protocol, folder, cfg, kd) in enumerate(wanted):
+    plans = {}
+    for _, protocol, folder, cfg, kd in wanted:
         if folder not in plans:
             plans[folder] = plan_cv(cfg, cache, protocol=protocol, run_dir=folder, resume=True, kd=kd)
-            tasks += plan_tasks(plans[folder], "cache", key=folder, order=order)
-    done: dict[Path, dict[int, dict]] = {folder: {} for folder in plans}
     summaries: dict[Path, dict] = {}
 
-    def finish(folder: Path) -> None:
-        summaries[folder] = finish_cv(plans[folder], done[folder], jobs=args.jobs, wall_seconds=None)
+    def finished(folder: Path, plan, summary: dict) -> None:
+        summaries[folder] = summary
         print(f"  {folder}: finished", file=sys.stderr)
 
-    def on_done(task, record) -> None:
-        folder, fold = task.key
-        done[folder][fold] = record
-        if len(done[folder]) == len(plans[folder].todo):
-            finish(folder)
-
-    for folder, plan in plans.items():   # finished earlier
-        if not plan.todo:
-            finish(folder)
     started = time.perf_counter()
-    schedule_folds(tasks, {"cache": cache}, jobs=args.jobs, on_done=on_done)
-    print(f"  {len(tasks)} fold(s) trained in {time.perf_counter() - started:.0f} s "
+    run_plans(plans, {"cache": cache}, dict.fromkeys(plans, "cache"), jobs=args.jobs,
+              on_finished=finished)
+    trained = sum(len(plan.todo) for plan in plans.values())
+    print(f"  {trained} fold(s) trained in {time.perf_counter() - started:.0f} s "
           f"on {args.jobs} worker(s)", file=sys.stderr)
     standard: dict[str, list[dict]] = {}
     kfold: dict[str, dict] = {}

@@ -41,8 +41,7 @@ from xtinyhar.config import PROTOCOLS, Config, _read_yaml, cache_hash, load_conf
 from xtinyhar.data.splits import resolve_protocol
 from xtinyhar.errors import ConfigError, XTinyHARError
 from xtinyhar.evaluate.cv import (_check_run_config, _check_run_dir, _finished_record, check_models, cv_splits,
-                                  finish_cv, finished_run_reason, plan_cv, plan_tasks,
-                                  schedule_folds)
+                                  finished_run_reason, plan_cv, run_plans)
 from xtinyhar.evaluate.executors import Executor, check_address
 from xtinyhar.io import write_json, write_text
 from xtinyhar.preprocess.tokens import TokenCache
@@ -393,30 +392,12 @@ def run_study(study: Study, cfgs: dict[tuple[str, int], Config], caches: dict[st
         "variants": {v.name: {"set": v.overrides, "kd": v.kd} for v in study.variants}},
         sort_keys=False))
 
-    plans, tasks = {}, []
-    for order, (key, cfg, cache) in enumerate(todo):
-        plans[key] = plan_cv(cfg, cache, protocol=protocol, run_dir=folders[key], resume=resume,
-                             kd=study.variant(key[0]).kd)
-        tasks += plan_tasks(plans[key], cache_hash(cfg), key=key, order=order)
-    done: dict[tuple[str, int], dict[int, dict]] = {key: {} for key in plans}
-
-    def finish(key) -> None:
-        plan = plans[key]
-        finish_cv(plan, done[key], jobs=jobs, wall_seconds=None)
-        records[key] = {**plan.records, **done[key]}
-        log.info("%s: finished", plan.run_dir)
-
-    def on_done(task, record) -> None:
-        key, fold = task.key
-        done[key][fold] = record
-        if len(done[key]) == len(plans[key].todo):
-            finish(key)
-
+    plans = {key: plan_cv(cfg, cache, protocol=protocol, run_dir=folders[key], resume=resume,
+                          kd=study.variant(key[0]).kd) for key, cfg, cache in todo}
     started = time.perf_counter()
-    for key, plan in plans.items():    # every fold finished earlier, the summary was not
-        if not plan.todo:
-            finish(key)
-    schedule_folds(tasks, caches, jobs=jobs, address=address, executor=executor, on_done=on_done)
+    records |= run_plans(plans, caches, {key: cache_hash(cfg) for key, cfg, _ in todo}, jobs=jobs,
+                         address=address, executor=executor,
+                         on_finished=lambda key, plan, summary: log.info("%s: finished", plan.run_dir))
     log.info("study: %d run(s) trained in %.0f s", len(plans), time.perf_counter() - started)
 
     costs = {}

@@ -632,6 +632,36 @@ def finish_cv(plan: CVPlan, records: dict[int, dict], *, jobs: int,
     return summary
 
 
+def run_plans(plans: dict[Hashable, CVPlan], caches: dict[str, TokenCache], cache_keys: dict[Hashable, str],
+              *, jobs: int = 1, address: str | None = None, executor: Executor | None = None,
+              on_finished: Callable[[Hashable, CVPlan, dict], None] | None = None) -> dict[Hashable, dict[int, dict]]:
+    """Run the folds of several planned cv runs as one grid through :func:`schedule_folds`
+    (plan ``k``'s tasks ranked ``order`` = its position, its cache ``caches[cache_keys[k]]``)
+    and return each run's fold records, finished earlier or now. A run's summary.json is
+    written as soon as its last fold finishes (``on_finished(key, plan, summary)`` then), so
+    an interrupted grid loses only the folds in flight."""
+    tasks = [task for order, (key, plan) in enumerate(plans.items())
+             for task in plan_tasks(plan, cache_keys[key], key=key, order=order)]
+    done: dict[Hashable, dict[int, dict]] = {key: {} for key in plans}
+
+    def finish(key: Hashable) -> None:
+        summary = finish_cv(plans[key], done[key], jobs=jobs, wall_seconds=None)
+        if on_finished is not None:
+            on_finished(key, plans[key], summary)
+
+    def on_done(task: FoldTask, record: dict) -> None:
+        key, fold = task.key
+        done[key][fold] = record
+        if len(done[key]) == len(plans[key].todo):
+            finish(key)
+
+    for key, plan in plans.items():    # every fold finished earlier, the summary was not written
+        if not plan.todo:
+            finish(key)
+    schedule_folds(tasks, caches, jobs=jobs, address=address, executor=executor, on_done=on_done)
+    return {key: {**plan.records, **done[key]} for key, plan in plans.items()}
+
+
 def finished_run_reason(run_dir: str | Path, cfg: Config, cache: TokenCache, *, protocol: str,
                         kd: bool, max_folds: int | None = None) -> str | None:
     """None when ``run_dir`` is a finished run of this config, KD setting and protocol: its
