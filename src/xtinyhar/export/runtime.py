@@ -90,14 +90,15 @@ def check_format(metadata: dict, path: Path, source: str) -> None:
                         f".{expected} file; is it from another export?")
 
 
-def read_metadata(path: Path, session=None) -> dict:
-    """The sidecar ``<file>.json``, else the metadata inside an ONNX file."""
+def read_metadata(path: Path, inference=None) -> dict:
+    """The sidecar ``<file>.json``, else the metadata inside an ONNX file (read through
+    ``inference``, its ONNX Runtime inference object)."""
     path = Path(path)
     beside = metadata_beside(path)
     if beside is not None:
         return beside[0]
-    if session is not None:
-        custom = session.get_modelmeta().custom_metadata_map
+    if inference is not None:
+        custom = inference.get_modelmeta().custom_metadata_map
         if METADATA_KEY in custom:
             try:
                 metadata = json.loads(custom[METADATA_KEY])
