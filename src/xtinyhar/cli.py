@@ -232,9 +232,9 @@ def cmd_cv(args: argparse.Namespace) -> int:
 def cmd_ablate(args: argparse.Namespace) -> int:
     """Run an ablation study: every variant x seed as a cv run, then the paired table."""
     from xtinyhar.evaluate.ablate import (TABLE, format_table, load_study, run_study,
-                                          study_caches, study_configs)
+                                          select_variants, study_caches, study_configs)
 
-    study = load_study(args.study)   # checked before anything else is read
+    study = select_variants(load_study(args.study), args.variants)   # checked before anything else
     if not Path(args.out).is_file():   # a file there: run_study names the problem
         _writable_folder(Path(args.out), f"--out {args.out}")
     overrides = parse_overrides(args.set)
@@ -747,6 +747,9 @@ def build_parser() -> argparse.ArgumentParser:
     abl.add_argument("--protocol", choices=PROTOCOLS,
                      help="default: the study's protocol, else eval.protocol of the config")
     abl.add_argument("--seeds", type=int, nargs="+", help="default: the study's seeds, else train.seed")
+    abl.add_argument("--variants", nargs="+", metavar="NAME",
+                     help="run and tabulate only these variants of the study (its reference "
+                          "always included); default: all")
     abl.add_argument("--jobs", type=int, default=1,
                      help="models trained at once, over all runs of the study (as cv --jobs)")
     _add_address(abl)

@@ -221,6 +221,35 @@ def test_resume_skips_finished_runs_and_redoes_a_damaged_one(study, caplog):
         "full"]["accuracy"]["values"]
 
 
+def test_variants_tabulates_part_of_a_finished_study_without_training(study, capsys):
+    run = study["run"]
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*.pt")}
+    whole_table = (run / "ablation.json").read_bytes()
+    try:
+        code = main(["ablate", "--config", str(study["config"]), "--study", study["study"],
+                     "--out", str(run), "--tokens", str(study["tokens"]), "--variants", "fixed_p20",
+                     "--resume"])
+        table = json.loads((run / "ablation.json").read_text())
+    finally:   # the other tests read the whole study's table
+        (run / "ablation.json").write_bytes(whole_table)
+    assert code == 0
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*.pt")} == before   # nothing trained
+    rows = {row["name"]: row for row in table["variants"]}
+    assert list(rows) == ["full", "fixed_p20"]                 # the reference always comes along
+    whole = {row["name"]: row for row in study["table"]["variants"]}
+    assert rows["fixed_p20"]["difference"] == whole["fixed_p20"]["difference"]
+    assert "2 variant(s) x 2 seed(s)" in capsys.readouterr().out
+
+
+def test_variants_naming_no_variant_of_the_study_is_one_line(study, capsys):
+    code = main(["ablate", "--config", str(study["config"]), "--study", study["study"],
+                 "--out", str(study["folder"] / "never"), "--variants", "no_kd", "fixed_p40"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "--variants fixed_p40: not a variant of" in err and "full, no_kd, fixed_p20" in err
+    assert not (study["folder"] / "never").exists()
+
+
 def test_resume_with_a_changed_variant_is_refused_before_anything_is_written(study, tmp_path):
     s, cfgs, caches = _inputs(study)
     s.variant("no_kd").kd = True

@@ -167,6 +167,22 @@ def load_study(path: str | Path) -> Study:
     return Study(path=path, variants=variants, base=base, protocol=protocol, seeds=seeds)
 
 
+def select_variants(study: Study, names: list[str] | None) -> Study:
+    """The study with only the named variants and its reference (in the study's order), so
+    that part of a long study can run, or be tabulated, alone: a (variant, seed) run and
+    its paired difference to the reference do not depend on the other variants."""
+    if not names:
+        return study
+    known = [v.name for v in study.variants]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"--variants {unknown[0]}: not a variant of {study.path} "
+                          f"({', '.join(known)})")
+    keep = set(names) | {study.base}
+    return Study(path=study.path, variants=[v for v in study.variants if v.name in keep],
+                 base=study.base, protocol=study.protocol, seeds=study.seeds)
+
+
 def _check_seeds(seeds, where: str) -> list[int]:
     if (not isinstance(seeds, list) or not seeds
             or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
