@@ -839,8 +839,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--accuracy", help="a bench_accuracy.json (benchmarks/bench_accuracy.py) to write as accuracy.tex")
     rep.add_argument("--validation", action="append",
                      help="a benchmarks/bench_validation.py run folder (repeatable): one row each of validation.tex")
-    rep.add_argument("--ablation", help="an `xtinyhar ablate` study folder (or its ablation.json): "
-                                        "ablation.tex and ablation.png")
+    rep.add_argument("--ablation", action="append",
+                     help="an `xtinyhar ablate` study folder (or its ablation.json): ablation.tex and "
+                          "ablation.png; repeat it for parts of one study (--variants runs): one merged table")
     rep.add_argument("--label", action="append", help="a name for each --run in tables (default: folder name)")
     rep.add_argument("--out", required=True, help="folder to write, e.g. reports/")
     rep.add_argument("--level", choices=("trial", "window"), default="trial",

@@ -4,6 +4,7 @@ report's table and figure."""
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -280,6 +281,54 @@ def test_report_writes_the_ablation_table_and_figure(study, tmp_path):
     png = out / "ablation.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and os.path.getsize(png) > 1000
     assert not list(out.glob("*.tmp*"))
+
+
+def _part(study, tmp_path, *variants) -> Path:
+    """The table of part of the finished study (`--variants`, tabulated without training)."""
+    run = study["run"]
+    whole_table = (run / "ablation.json").read_bytes()
+    try:
+        assert main(["ablate", "--config", str(study["config"]), "--study", study["study"],
+                     "--out", str(run), "--tokens", str(study["tokens"]), "--variants", *variants,
+                     "--resume"]) == 0
+        part = tmp_path / f"{'_'.join(variants)}.json"
+        part.write_bytes((run / "ablation.json").read_bytes())
+    finally:   # the other tests read the whole study's table
+        (run / "ablation.json").write_bytes(whole_table)
+    return part
+
+
+def test_report_merges_parts_of_a_study_into_the_whole_study_table(study, tmp_path):
+    first, second = _part(study, tmp_path, "no_kd"), _part(study, tmp_path, "fixed_p20")
+    out = tmp_path / "report"
+    assert main(["report", "--ablation", str(first), "--ablation", str(second), "--out", str(out)]) == 0
+    merged = json.loads((out / "ablation.json").read_text())
+    whole = study["table"]
+    assert [row["name"] for row in merged["variants"]] == [row["name"] for row in whole["variants"]]
+    for row, expected in zip(merged["variants"], whole["variants"]):
+        for key in ("accuracy", "f1_macro", "difference", "params", "mflops", "kd", "overrides"):
+            assert row[key] == expected[key], (row["name"], key)
+    assert merged["parts"] == [str(first), str(second)]
+    assert "fixed\\_p20" in (out / "ablation.tex").read_text() and (out / "ablation.png").is_file()
+
+
+def test_merging_parts_that_do_not_pair_is_one_line_and_writes_nothing(study, tmp_path):
+    first = _part(study, tmp_path, "no_kd")
+    table = json.loads(_part(study, tmp_path, "fixed_p20").read_text())
+    table["variants"][0]["accuracy"]["values"][1]["value"] += 0.25      # another reference
+    other = tmp_path / "other_reference.json"
+    other.write_text(json.dumps(table))
+    with pytest.raises(XTinyHARError) as error:
+        write_report([], tmp_path / "out", ablation=[first, other])
+    message = str(error.value)
+    assert len(message.splitlines()) == 1 and str(other) in message
+    assert "variant 'full'" in message and "were not trained alike" in message
+    table["variants"][0]["accuracy"]["values"][1]["value"] -= 0.25
+    table["protocol"] = "loso"
+    other.write_text(json.dumps(table))
+    with pytest.raises(XTinyHARError, match=r"other_reference.json: protocol 'loso' differs from .*'kfold'"):
+        write_report([], tmp_path / "out", ablation=[first, other])
+    assert not (tmp_path / "out").exists()
 
 
 def test_report_refuses_a_file_that_is_not_an_ablation_table(tmp_path):

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from xtinyhar.errors import DataError, XTinyHARError
-from xtinyhar.io import write_text
+from xtinyhar.io import write_json, write_text
 from xtinyhar.report.figures import ablation_figure, confusion_figure, folds_figure, history_figure
 from xtinyhar.report.runs import LEVELS, Run, is_number, load_run, read_json, shown
 from xtinyhar.report.tables import (EDGE_COLUMNS, ablation_table, edge_table, per_class_table, summary_table,
@@ -106,18 +106,79 @@ def load_ablation(path: str | Path) -> tuple[Path, dict]:
     return file, content
 
 
+MERGE_KEYS = ("config", "protocol", "seeds", "folds", "base", "level", "model")
+
+
+def _pair_values(row: dict, metric: str, source: str) -> dict[tuple[int, int], float]:
+    values = row.get(metric, {}).get("values") if isinstance(row.get(metric), dict) else None
+    if not isinstance(values, list) or not all(isinstance(v, dict) and {"seed", "fold", "value"} <= v.keys()
+                                               for v in values):
+        raise XTinyHARError(f"{source}: variant {row.get('name')!r} has no per-(fold, seed) '{metric}' "
+                            "values; only tables written by `xtinyhar ablate` merge")
+    return {(int(v["seed"]), int(v["fold"])): float(v["value"]) for v in values}
+
+
+def _same_values(row: dict, other: dict, source: str, other_source: str) -> None:
+    """Refuse two copies of one variant's row whose per-(fold, seed) scores differ."""
+    for metric in ("accuracy", "f1_macro"):
+        mine, theirs = _pair_values(row, metric, source), _pair_values(other, metric, other_source)
+        for pair in sorted(set(mine) | set(theirs)):
+            a, b = mine.get(pair), theirs.get(pair)
+            if a is None or b is None or abs(a - b) > 1e-9:
+                raise XTinyHARError(
+                    f"{source}: variant {row['name']!r} at seed {pair[0]} fold {pair[1]} has {metric} "
+                    f"{a} where {other_source} has {b}: the parts were not trained alike (code, data "
+                    "or machine), so their differences to the reference do not pair")
+
+
+def merge_tables(parts: list[tuple[str, dict]]) -> dict:
+    """One study table from tables of parts of one study (``ablate --variants`` runs,
+    each with the reference): ``parts`` are (source name, ablation.json content).
+
+    The parts must agree on the config, protocol, seeds, folds, reference, level and model,
+    and the reference (and any variant in several parts) must have the same score at every
+    (fold, seed) in each part; otherwise a one-line error names the part. Each row's
+    difference and interval were computed against its own part's reference, which is then
+    the same, so the rows are kept as they are, in the order they first appear."""
+    if not parts:
+        raise XTinyHARError("merging an ablation study needs at least one table")
+    first_source, first = parts[0]
+    rows: dict[str, tuple[dict, str]] = {}
+    for source, table in parts:
+        for key in MERGE_KEYS:
+            if table.get(key) != first.get(key):
+                raise XTinyHARError(f"{source}: {key} {table.get(key)!r} differs from {first_source}'s "
+                                    f"{first.get(key)!r}; only parts of one study merge")
+        names = [row.get("name") for row in table.get("variants", [])]
+        if first.get("base") not in names:
+            raise XTinyHARError(f"{source}: has no row of the reference {first.get('base')!r}, so its "
+                                "rows cannot be checked against the other parts")
+        for row in table["variants"]:
+            if row["name"] in rows:
+                kept, kept_source = rows[row["name"]]
+                _same_values(row, kept, source, kept_source)
+            else:
+                rows[row["name"]] = ({**row, "source": source}, source)
+    return {**first, "variants": [row for row, _ in rows.values()],
+            "parts": [source for source, _ in parts]}
+
+
 def write_report(run_paths: list[str | Path], out: str | Path, *, labels: list[str] | None = None,
                  level: str = "trial", edge: str | Path | None = None,
                  accuracy: str | Path | None = None,
                  validation: list[str | Path] | None = None,
-                 ablation: str | Path | None = None) -> list[Path]:
+                 ablation: str | Path | list[str | Path] | None = None) -> list[Path]:
     """Write ``summary.tex`` and ``folds.png`` over all runs, and per run its per-class table,
     confusion matrix (student; teacher too where the run has one) and fold-0 training
     curves, into ``out``; with ``edge`` (a ``bench_edge.json``) also ``edge.tex``, with
     ``accuracy`` (a ``bench_accuracy.json``) ``accuracy.tex``, with ``validation``
     (``bench_validation.py`` runs) ``validation.tex``, with ``ablation`` (an ``xtinyhar
-    ablate`` study folder) ``ablation.tex`` and ``ablation.png``. Returns the files written."""
-    if not run_paths and edge is None and accuracy is None and not validation and ablation is None:
+    ablate`` study folder) ``ablation.tex`` and ``ablation.png``; several study folders are
+    parts of one study (``ablate --variants``), merged into one table (and ``ablation.json``)
+    by :func:`merge_tables`. Returns the files written."""
+    if isinstance(ablation, (str, Path)):
+        ablation = [ablation]
+    if not run_paths and edge is None and accuracy is None and not validation and not ablation:
         raise XTinyHARError("report needs at least one --run, --edge, --accuracy or --validation (or --ablation)")
     if level not in LEVELS:
         raise XTinyHARError(f"--level {level}: choose one of {', '.join(LEVELS)}")
@@ -134,7 +195,12 @@ def write_report(run_paths: list[str | Path], out: str | Path, *, labels: list[s
     edge_rows = load_edge(edge) if edge is not None else None
     target_rows = load_targets(accuracy) if accuracy is not None else None
     variants = [load_validation(path) for path in validation or []]
-    study = load_ablation(ablation) if ablation is not None else None
+    studies = [load_ablation(path) for path in ablation or []]
+    study = None
+    if len(studies) == 1:
+        study = studies[0]
+    elif studies:
+        study = (Path(out) / "ablation.json", merge_tables([(str(file), table) for file, table in studies]))
     out.mkdir(parents=True, exist_ok=True)
 
     def text(path: Path, content: str) -> Path:
@@ -142,6 +208,9 @@ def write_report(run_paths: list[str | Path], out: str | Path, *, labels: list[s
         return path
 
     written = []
+    if len(studies) > 1:
+        write_json(study[0], study[1])
+        written.append(study[0])
     if study is not None:
         written += [text(out / "ablation.tex", ablation_table(study[1], str(study[0]))),
                     ablation_figure(study[1], out / "ablation.png")]
