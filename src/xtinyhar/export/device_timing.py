@@ -30,9 +30,9 @@ def graph_call(model: HarModel, window: np.ndarray):
     """The bare session or interpreter call for one (W, C) float32 window, without the
     runtime's checks, softmax and label (what ``bench_edge`` times)."""
     batch = np.ascontiguousarray(window[None], dtype=np.float32)
-    if model.session is not None:
-        feed = {model.session.get_inputs()[0].name: batch}
-        return lambda: model.session.run(None, feed)
+    if model.inference is not None:
+        feed = {model.inference.get_inputs()[0].name: batch}
+        return lambda: model.inference.run(None, feed)
     interpreter, inp, out = model.interpreter, model._tflite_in, model._tflite_out
 
     def call():

@@ -126,7 +126,7 @@ class HarModel:
         beside = metadata_beside(self.path)
         if beside is not None:
             self._apply_metadata(beside[0])
-        self.session = self.interpreter = None
+        self.inference = self.interpreter = None
         if self.path.suffix == ".onnx":
             import onnxruntime as ort
 
@@ -135,7 +135,7 @@ class HarModel:
             options.inter_op_num_threads = 1
             options.log_severity_level = 3
             try:
-                self.session = ort.InferenceSession(str(self.path), options,
+                self.inference = ort.InferenceSession(str(self.path), options,
                                                     providers=["CPUExecutionProvider"])
             except Exception as exc:
                 raise DataError(f"{self.path}: not a readable ONNX model ({str(exc).splitlines()[0][:160]})") from None
@@ -154,8 +154,8 @@ class HarModel:
             except Exception as exc:
                 raise DataError(f"{self.path}: not a readable TFLite model ({str(exc).splitlines()[0][:160]})") from None
         if beside is None:
-            self._apply_metadata(read_metadata(self.path, self.session))
-        elif self.session is not None:
+            self._apply_metadata(read_metadata(self.path, self.inference))
+        elif self.inference is not None:
             self._check_sidecar_against_file(beside[1])
         self._check_graph_shapes()
 
@@ -163,7 +163,7 @@ class HarModel:
         """The ONNX file carries its own copy of the metadata: a sidecar that disagrees on
         anything the runtime acts on (class names, rates, window, normalisation) would
         relabel predictions or shift times, so it is refused, naming the field."""
-        custom = self.session.get_modelmeta().custom_metadata_map
+        custom = self.inference.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in custom:
             return                                   # a file without its own copy
         try:
@@ -233,8 +233,8 @@ class HarModel:
     def _check_graph_shapes(self) -> None:
         """Metadata of another model (a sidecar left beside a replaced file) is a one-line
         error here, not an ONNX Runtime error on the first window or another model's labels."""
-        if self.session is not None:
-            inputs, outputs = self.session.get_inputs()[0].shape, self.session.get_outputs()[0].shape
+        if self.inference is not None:
+            inputs, outputs = self.inference.get_inputs()[0].shape, self.inference.get_outputs()[0].shape
         else:
             inputs = list(self.interpreter.get_input_details()[0]["shape"])
             outputs = list(self.interpreter.get_output_details()[0]["shape"])
@@ -277,8 +277,8 @@ class HarModel:
 
     def logits(self, imu: np.ndarray, source: str = "input") -> np.ndarray:
         imu = self.check(imu, source)
-        if self.session is not None:
-            return self.session.run(None, {"imu": imu})[0]
+        if self.inference is not None:
+            return self.inference.run(None, {"imu": imu})[0]
         if len(imu) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
         if len(imu) == 1:                           # a device's one window: no loop, no stack

@@ -143,7 +143,7 @@ def merge_tables(parts: list[tuple[str, dict]]) -> dict:
     if not parts:
         raise XTinyHARError("merging an ablation study needs at least one table")
     first_source, first = parts[0]
-    rows: dict[str, tuple[dict, str]] = {}
+    rows: dict[str, dict] = {}
     for source, table in parts:
         for key in MERGE_KEYS:
             if table.get(key) != first.get(key):
@@ -155,11 +155,11 @@ def merge_tables(parts: list[tuple[str, dict]]) -> dict:
                                 "rows cannot be checked against the other parts")
         for row in table["variants"]:
             if row["name"] in rows:
-                kept, kept_source = rows[row["name"]]
-                _same_values(row, kept, source, kept_source)
+                kept = rows[row["name"]]
+                _same_values(row, kept, source, kept["source"])
             else:
-                rows[row["name"]] = ({**row, "source": source}, source)
-    return {**first, "variants": [row for row, _ in rows.values()],
+                rows[row["name"]] = {**row, "source": source}
+    return {**first, "variants": list(rows.values()),
             "parts": [source for source, _ in parts]}
 
 
